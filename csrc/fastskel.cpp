@@ -1,0 +1,30 @@
+// fastskel._C: operator schemas (TORCH_LIBRARY) and the Python module.
+// Implementations are registered per dispatch key in cpu/ and cuda/.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include <string>
+#include <vector>
+
+TORCH_LIBRARY(fastskel, m) {
+  // st-gcn ConvTemporalGraphical: y[n,c,t,w] = sum_k sum_v (W_k x + b_k)[n,c,t,v] A[k,v,w]
+  m.def("graph_conv(Tensor x, Tensor A, Tensor weight, Tensor? bias) -> Tensor");
+}
+
+namespace {
+std::vector<std::string> compiled_ops() { return {"graph_conv"}; }
+
+bool cuda_compiled() {
+#ifdef WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "fastskel C++/CUDA extension: graph convolution ops (torch.ops.fastskel.*)";
+  m.def("compiled_ops", &compiled_ops, "names of the ops registered under torch.ops.fastskel");
+  m.def("cuda_compiled", &cuda_compiled, "whether CUDA kernels were compiled in");
+}

@@ -1,0 +1,58 @@
+"""Loading of the compiled extension ``fastskel._C`` (C++ always, CUDA when built with it).
+
+The package works without it: ``load()`` returns ``None`` and every op falls back to its reference
+(or Triton). The first failure is remembered and shown by ``fastskel info`` and in the error of an
+explicit ``backend="cpp"`` request.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Optional, Tuple
+
+import torch
+
+_module = None
+_error: Optional[str] = None
+_tried = False
+
+
+def load():
+    """Import ``fastskel._C`` once; the module, or ``None`` when it is missing or broken."""
+    global _module, _error, _tried
+    if not _tried:
+        _tried = True
+        try:
+            _module = importlib.import_module("fastskel._C")
+        except Exception as exc:  # missing build, ABI mismatch, missing CUDA runtime …
+            _module, _error = None, f"{type(exc).__name__}: {exc}"
+    return _module
+
+
+def error() -> Optional[str]:
+    """Why ``fastskel._C`` could not be loaded, or ``None``."""
+    load()
+    return _error
+
+
+def compiled_ops() -> Tuple[str, ...]:
+    """Names of the ops the extension registers under ``torch.ops.fastskel``."""
+    mod = load()
+    return tuple(mod.compiled_ops()) if mod is not None else ()
+
+
+def cuda_compiled() -> bool:
+    mod = load()
+    return bool(mod is not None and mod.cuda_compiled())
+
+
+def has_op(op: Optional[str], device: torch.device) -> Tuple[bool, str]:
+    """Whether ``_C`` runs ``op`` on ``device``; the reason when it does not."""
+    if load() is None:
+        return False, f"fastskel._C is not built or failed to load ({_error}); reinstall with `pip install --no-build-isolation -e .`"
+    if op not in compiled_ops():
+        return False, f"fastskel._C has no op '{op}' (it has {compiled_ops()})"
+    if device.type == "cuda" and not cuda_compiled():
+        return False, "fastskel._C was built without CUDA (torch without CUDA, nvcc missing, or FASTSKEL_FORCE_CPU=1)"
+    if device.type not in ("cpu", "cuda"):
+        return False, f"fastskel._C has no kernels for device type '{device.type}'"
+    return True, ""

@@ -1,0 +1,1 @@
+"""Skeleton data: format readers, the synthetic default dataset, batched transforms, datasets."""

@@ -1,0 +1,1 @@
+"""Training loop, DDP, checkpoints, evaluation protocols, distillation and export."""

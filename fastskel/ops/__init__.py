@@ -1,0 +1,18 @@
+"""Public functional ops (SPEC §4). Each validates its arguments, then dispatches to a Triton
+kernel (``fastskel.kernels``), the ``fastskel._C`` extension or the reference in
+:mod:`fastskel.ops.reference`, by ``backend=`` or the process default (:mod:`fastskel.backend`)."""
+from . import reference
+from .attention import attention
+from .barlow import barlow_twins_loss
+from .focal import focal_reconstruction_loss, motion_energy_weights
+from .graph_conv import graph_conv
+from .joint_mask import degree_joint_mask
+from .motion import frame_motion, motion_frame_mask
+from .patch import patchify, unpatchify
+from .reference import Rope
+
+__all__ = [
+    "Rope", "attention", "barlow_twins_loss", "degree_joint_mask", "focal_reconstruction_loss",
+    "frame_motion", "graph_conv", "motion_energy_weights", "motion_frame_mask", "patchify",
+    "reference", "unpatchify",
+]

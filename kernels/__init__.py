@@ -1,0 +1,21 @@
+"""Triton kernels of fastskel, installed as ``fastskel.kernels`` (setup.py ``package_dir``).
+
+An optional-Triton shim: importing this package never fails. ``HAS_TRITON`` says whether triton
+imported; kernel modules are imported only by the ops that launch them. ``INTERPRET`` mirrors
+``TRITON_INTERPRET=1`` (read when triton decorates the kernels, so set it before importing fastskel),
+under which the kernels run on CPU tensors.
+"""
+import os
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+try:
+    import triton  # noqa: F401
+    import triton.language  # noqa: F401
+
+    HAS_TRITON = True
+    IMPORT_ERROR = ""
+except Exception as exc:  # ImportError, or a broken install raising anything else
+    HAS_TRITON = False
+    IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+
+__all__ = ["HAS_TRITON", "IMPORT_ERROR", "INTERPRET"]
