@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import platform
 import sys
 from typing import List, Optional
@@ -46,11 +48,21 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# Modules that add subcommands: each has ``register(subparsers)`` setting ``func`` on its parsers.
+COMMAND_MODULES = (
+    "fastskel.data.cli",      # prepare
+    "fastskel.engine.cli",    # pretrain, eval, distill, export, bench, profile
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastskel", description="Fast self-supervised skeleton action recognition.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sp = sub.add_parser("info", help="versions, device, available backends and _C ops")
     sp.set_defaults(func=cmd_info)
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(sub)
     return p
 
 

@@ -1,1 +1,38 @@
-"""The three methods (AMR with its MAMP baseline, ASMa, SLiM): models, objectives, paper defaults."""
+"""The methods (SPEC §5): AMR with its MAMP baseline, ASMa, SLiM; each an ``nn.Module`` + ``Config``.
+
+The contract the engine relies on (every method follows it):
+
+- ``Method(config)``; ``method.config`` is a dataclass with at least ``epochs``, ``batch_size``,
+  ``lr``, ``min_lr``, ``warmup_epochs``, ``weight_decay``, ``optimizer`` ("adamw" | "adam"),
+  ``betas``; the paper defaults are the dataclass defaults.
+- ``forward(x, lengths=None) -> dict``: one pretraining step's objective on a raw batch ``x``
+  ``(N, C, T, V, M)`` (or ``(N, C, T, V)``) with valid ``lengths`` ``(N,)``; the method applies its
+  own batched, on-device augmentation/resizing; key ``"loss"`` (scalar tensor) plus parts to log.
+- ``encode(x, lengths=None) -> (N, D)``: deterministic features of each action (bodies pooled) for
+  evaluation; ``method.feature_dim == D``.
+- optional ``after_step(step, total_steps)``: called after each optimiser step (EMA teachers,
+  temperature schedules).
+
+``get_method(name)`` returns ``(MethodClass, ConfigClass)`` by name, importing lazily.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Tuple
+
+METHODS = {
+    "amr": ("fastskel.methods.amr", "AMR", "AMRConfig"),
+    "mamp": ("fastskel.methods.amr", "MAMP", "MAMPConfig"),
+    "asma": ("fastskel.methods.asma", "ASMa", "ASMaConfig"),
+    "slim": ("fastskel.methods.slim", "SLiM", "SLiMConfig"),
+    "supervised": ("fastskel.methods.supervised", "Supervised", "SupervisedConfig"),
+}
+
+
+def get_method(name: str) -> Tuple[type, type]:
+    """``(MethodClass, ConfigClass)`` for ``name`` in :data:`METHODS`."""
+    if name not in METHODS:
+        raise ValueError(f"method: expected one of {sorted(METHODS)}, got {name!r}")
+    module, cls, cfg = METHODS[name]
+    mod = importlib.import_module(module)
+    return getattr(mod, cls), getattr(mod, cfg)
