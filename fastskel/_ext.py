@@ -1,12 +1,13 @@
 """Loading of the compiled extension ``fastskel._C`` (C++ always, CUDA when built with it).
 
-The package works without it: ``load()`` returns ``None`` and every op falls back to its reference
+The package works without it (or with ``FASTSKEL_DISABLE_C=1``): ``load()`` returns ``None`` and every op falls back to its reference
 (or Triton). The first failure is remembered and shown by ``fastskel info`` and in the error of an
 explicit ``backend="cpp"`` request.
 """
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -21,6 +22,9 @@ def load():
     global _module, _error, _tried
     if not _tried:
         _tried = True
+        if os.environ.get("FASTSKEL_DISABLE_C", "0") == "1":
+            _module, _error = None, "disabled by FASTSKEL_DISABLE_C=1"
+            return None
         try:
             _module = importlib.import_module("fastskel._C")
         except Exception as exc:  # missing build, ABI mismatch, missing CUDA runtime …
