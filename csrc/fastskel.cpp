@@ -9,10 +9,15 @@
 TORCH_LIBRARY(fastskel, m) {
   // st-gcn ConvTemporalGraphical: y[n,c,t,w] = sum_k sum_v (W_k x + b_k)[n,c,t,v] A[k,v,w]
   m.def("graph_conv(Tensor x, Tensor A, Tensor weight, Tensor? bias) -> Tensor");
+  // Gradients (grad_x, grad_A, grad_weight, grad_bias) for the true entries of output_mask; the
+  // others (and grad_bias when bias is None) are returned as empty (0-element) tensors.
+  m.def(
+      "graph_conv_backward(Tensor grad_out, Tensor x, Tensor A, Tensor weight, Tensor? bias, bool[4] output_mask)"
+      " -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 namespace {
-std::vector<std::string> compiled_ops() { return {"graph_conv"}; }
+std::vector<std::string> compiled_ops() { return {"graph_conv", "graph_conv_backward"}; }
 
 bool cuda_compiled() {
 #ifdef WITH_CUDA

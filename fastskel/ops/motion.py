@@ -1,4 +1,9 @@
-"""Frame motion scores and motion-guided frame masking (ASMa eq. 3–4, HMTM / LMTM)."""
+"""Frame motion scores and motion-guided frame masking (ASMa eq. 3–4, HMTM / LMTM).
+
+Backends: "triton" (:mod:`fastskel.kernels.motion`: one fused kernel per op, CUDA, or CPU under
+``TRITON_INTERPRET=1``) and "torch" (:mod:`fastskel.ops.reference`). "auto" picks Triton for CUDA
+tensors.
+"""
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -9,7 +14,7 @@ from fastskel.backend import resolve
 from . import _checks as chk
 from . import reference
 
-IMPLEMENTED = ("torch",)
+IMPLEMENTED = ("triton", "torch")
 
 
 def frame_motion(x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
@@ -17,12 +22,18 @@ def frame_motion(x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
     """Per-frame motion ``a_t = mean_{c,v} |x_{t+1} − x_t|`` (ASMa eq. 3–4), float32 ``(N, T)``.
 
     ``a_{L−1} = a_{L−2}``; 0 on padded frames (``t ≥ lengths``) and for sequences shorter than 2.
-    ``lengths=None`` treats all ``T`` frames as valid. Not differentiable (a ranking score).
+    ``lengths=None`` treats all ``T`` frames as valid. Not differentiable (a ranking score): the
+    result never requires grad. Computed in fp32 for fp32/bf16/fp16/fp64 input (the Triton kernel
+    accumulates fp64 input in fp32 too).
     """
     chk.skeleton(x)
     L = chk.lengths(lengths, x)
     impl = resolve("frame_motion", backend, x.device, IMPLEMENTED)
-    return reference.frame_motion(x, L)
+    if impl == "triton":
+        from fastskel.kernels import motion as kernels
+
+        return kernels.frame_motion(x.detach(), L)
+    return reference.frame_motion(x.detach(), L)
 
 
 def motion_frame_mask(x: torch.Tensor, k: int, largest: bool = True,
@@ -32,7 +43,13 @@ def motion_frame_mask(x: torch.Tensor, k: int, largest: bool = True,
 
     Ties → lower frame index; padded frames are never chosen; ``k`` must be below every valid
     length (``0 ≤ k < L``). Returns ``(x_masked, mask)``, ``mask`` bool ``(N, T)`` True where zeroed;
-    gradients flow to the kept frames.
+    gradients flow to the kept frames (``∂x = g · keep``).
+
+    The Triton kernel fuses the motion, the per-sample selection (ranks by pairwise counting, so
+    any k costs the same) and the zeroing in one launch. Motion is accumulated in fp32 in a
+    different order than the reference, so frames whose motions differ only by rounding
+    (≈1e-7 relative) may be ranked differently; exact ties (equal frames, ``a_{L−1} = a_{L−2}``)
+    are resolved identically (lower index).
     """
     chk.skeleton(x)
     L = chk.lengths(lengths, x)
@@ -47,4 +64,8 @@ def motion_frame_mask(x: torch.Tensor, k: int, largest: bool = True,
                              f"got k={k} with a sequence of {short} valid frames")
     chk.finite(x, "x", "frames are ranked by motion")
     impl = resolve("motion_frame_mask", backend, x.device, IMPLEMENTED)
+    if impl == "triton":
+        from fastskel.kernels import motion as kernels
+
+        return kernels.motion_frame_mask(x, k, largest, L)
     return reference.motion_frame_mask(x, k, largest, L)

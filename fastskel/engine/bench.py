@@ -1,0 +1,154 @@
+"""``fastskel bench``: run the pytest-benchmark suites and write a results table.
+
+Runs ``python -m pytest <benchmarks> --benchmark-only --benchmark-json=<tmp>`` in a subprocess,
+then writes ``<out>/<device>-<date>.json`` (the raw pytest-benchmark JSON plus a ``fastskel``
+block: device, torch, triton, CUDA versions, date) and ``<out>/<device>-<date>.md``: one row per
+benchmark with its shape, dtype, median and the ratio to the reference of its group.
+
+Grouping and reference, from what each benchmark records:
+
+- group: ``benchmark.group`` (``@pytest.mark.benchmark(group=...)``), else
+  ``extra_info["group"]``, else the test function's name without its parameters;
+- the reference of a group is the row with ``extra_info["backend"]`` (or ``"impl"``) equal to
+  ``"torch"``/``"reference"``, else the row whose parameter id says ``torch``/``reference``/``ref``,
+  with the same shape and dtype when several; ratio = reference median / row median (> 1: faster).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+__all__ = ["find_benchmarks_dir", "run_benchmarks", "summarize", "format_markdown"]
+
+REF_NAMES = ("torch", "reference", "ref", "eager")
+
+
+def find_benchmarks_dir(path: Optional[str] = None) -> Path:
+    """``path``, else ``./benchmarks``, else the ``benchmarks/`` beside the installed package."""
+    if path:
+        p = Path(path)
+        if not p.is_dir():
+            raise FileNotFoundError(f"benchmarks: no such directory: {p}")
+        return p
+    for cand in (Path.cwd() / "benchmarks", Path(__file__).resolve().parents[2] / "benchmarks"):
+        if cand.is_dir():
+            return cand
+    raise FileNotFoundError("benchmarks: no benchmarks/ directory in the current directory or beside the "
+                            "fastskel package; pass --benchmarks DIR (a source checkout has one)")
+
+
+def _device() -> Tuple[str, str]:
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+    else:
+        name = f"cpu-{platform.machine()}"
+    tag = re.sub(r"-+", "-", "".join(ch if ch.isalnum() else "-" for ch in name.lower())).strip("-")
+    return name, tag
+
+
+def _versions() -> Dict[str, str]:
+    from .profile import versions
+
+    return versions()
+
+
+def _info(b: Dict[str, Any]) -> Dict[str, Any]:
+    return b.get("extra_info") or {}
+
+
+def _group(b: Dict[str, Any]) -> str:
+    return b.get("group") or _info(b).get("group") or b.get("name", "").split("[")[0]
+
+
+def _is_ref(b: Dict[str, Any]) -> bool:
+    info = _info(b)
+    impl = str(info.get("backend", info.get("impl", ""))).lower()
+    if impl:
+        return impl in REF_NAMES
+    pid = str(b.get("param") or "")
+    toks = set(re.split(r"[-_\[\]/ ]", pid.lower() or b.get("name", "").lower()))
+    return bool(toks & set(REF_NAMES))
+
+
+def _shape(b: Dict[str, Any]) -> str:
+    s = _info(b).get("shape", "")
+    return "x".join(map(str, s)) if isinstance(s, (list, tuple)) else str(s)
+
+
+def summarize(data: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Rows ``{benchmark, group, shape, dtype, device, median_ms, ratio}`` from pytest-benchmark JSON."""
+    benches = data.get("benchmarks", [])
+    groups: Dict[str, List[Dict[str, Any]]] = {}
+    for b in benches:
+        groups.setdefault(_group(b), []).append(b)
+    rows = []
+    for g, items in groups.items():
+        refs = [b for b in items if _is_ref(b)]
+        for b in items:
+            cands = [r for r in refs if _shape(r) == _shape(b) and _info(r).get("dtype") == _info(b).get("dtype")] \
+                or refs
+            ref = cands[0] if cands else None
+            med = float(b["stats"]["median"])
+            ratio = float(ref["stats"]["median"]) / med if ref is not None and med > 0 else None
+            rows.append({"benchmark": b.get("name"), "group": g, "shape": _shape(b),
+                         "dtype": str(_info(b).get("dtype", "")), "device": str(_info(b).get("device", "")),
+                         "median_ms": med * 1e3, "ratio": ratio, "reference": ref.get("name") if ref else None})
+    return rows
+
+
+def format_markdown(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
+    lines = [f"# fastskel benchmarks — {meta['device']}, {meta['date']}", "",
+             f"torch {meta['torch']}, triton {meta['triton']}, CUDA {meta['cuda']}, fastskel {meta['fastskel']}, "
+             f"python {meta['python']}", "",
+             "Ratio = median of the group's reference / median of the row (> 1: faster than the reference).", "",
+             "| benchmark | group | shape | dtype | median (ms) | ratio vs reference |",
+             "|---|---|---|---|---:|---:|"]
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "—"
+        lines.append(f"| {r['benchmark']} | {r['group']} | {r['shape']} | {r['dtype']} | "
+                     f"{r['median_ms']:.4g} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_benchmarks(benchmarks: Optional[str] = None, out: str = "benchmarks/results", small: bool = False,
+                   keyword: Optional[str] = None, extra_args: Sequence[str] = (),
+                   timeout: Optional[float] = None) -> Tuple[Path, Path, List[Dict[str, Any]]]:
+    """Run the suites, write ``<out>/<device>-<date>.json`` + ``.md``; return their paths and rows."""
+    bdir = find_benchmarks_dir(benchmarks).resolve()
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if small:
+        env["FASTSKEL_BENCH_SMALL"] = "1"
+    with tempfile.TemporaryDirectory() as td:
+        js = Path(td) / "bench.json"
+        cmd = [sys.executable, "-m", "pytest", str(bdir), "--benchmark-only", f"--benchmark-json={js}",
+               "-q", "-p", "no:cacheprovider"]
+        if keyword:
+            cmd += ["-k", keyword]
+        cmd += list(extra_args)
+        proc = subprocess.run(cmd, cwd=str(bdir.parent), env=env, timeout=timeout)
+        if proc.returncode not in (0,) or not js.exists():
+            raise RuntimeError(f"bench: `{' '.join(cmd)}` failed with exit code {proc.returncode}"
+                               + ("" if js.exists() else " and wrote no results"))
+        data = json.loads(js.read_text())
+    name, tag = _device()
+    date = _dt.date.today().isoformat()
+    meta = {"device": name, "date": date, "small": small, **_versions()}
+    data["fastskel"] = meta
+    rows = summarize(data)
+    stem = outdir / f"{tag}-{date}"
+    jpath, mpath = stem.with_suffix(".json"), stem.with_suffix(".md")
+    jpath.write_text(json.dumps(data, indent=1))
+    mpath.write_text(format_markdown(rows, meta))
+    return jpath, mpath, rows

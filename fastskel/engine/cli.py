@@ -1,0 +1,448 @@
+"""Subcommands ``pretrain``, ``eval``, ``distill``, ``export``, ``bench``, ``profile`` of ``fastskel``.
+
+The main job, on a CPU in a few minutes (see ``fastskel pretrain --help``)::
+
+    fastskel pretrain amr --data synthetic --epochs 5 --out runs/amr
+    fastskel eval linear --checkpoint runs/amr/last.pt --data synthetic
+
+This module only parses and wires; the work is in :mod:`fastskel.engine`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+__all__ = ["register"]
+
+PRETRAIN_METHODS = ("amr", "mamp", "asma", "slim", "supervised")
+PROTOCOLS = ("linear", "knn", "finetune", "semi")
+
+
+class CLIError(Exception):
+    """A user error: printed as ``fastskel <cmd>: error: <message>``, exit code 2."""
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _add_common(p: argparse.ArgumentParser, training: bool = True) -> None:
+    p.add_argument("--data", default="synthetic", metavar="SPEC",
+                   help="'synthetic' (the embedded dataset; options as synthetic:num_classes=5,num_samples=64,T=32) "
+                        "or a path in any supported format (default: synthetic)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed of model init, data order and subsets (default: 0)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if training:
+        p.add_argument("--config", metavar="YAML", help="YAML mapping overriding fields of the method's config "
+                                                         "(optional 'trainer:' section for engine options)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one config field (repeatable; VALUE is read as YAML, e.g. --set depth=2)")
+        p.add_argument("--epochs", type=int, help="epochs (default: the config's)")
+        p.add_argument("--batch-size", type=int, help="global batch size (default: the config's)")
+
+
+def _overrides(args) -> Dict[str, Any]:
+    """Method-config overrides from --config, --set, --epochs, --batch-size (later wins)."""
+    import yaml
+
+    from .config import load_yaml, split_trainer_section
+
+    data: Dict[str, Any] = {}
+    trainer: Dict[str, Any] = {}
+    if getattr(args, "config", None):
+        data, trainer = split_trainer_section(load_yaml(args.config))
+    for item in getattr(args, "overrides", None) or []:
+        key, eq, val = item.partition("=")
+        if not eq or not key.strip():
+            raise CLIError(f"--set: expected KEY=VALUE, got {item!r}")
+        try:
+            data[key.strip()] = yaml.safe_load(val)
+        except yaml.YAMLError as e:
+            raise CLIError(f"--set {item!r}: VALUE is not valid YAML: {e}") from None
+    if getattr(args, "epochs", None) is not None:
+        if args.epochs < 1:
+            raise CLIError(f"--epochs: expected an int >= 1, got {args.epochs}")
+        data["epochs"] = args.epochs
+    if getattr(args, "batch_size", None) is not None:
+        if args.batch_size < 1:
+            raise CLIError(f"--batch-size: expected an int >= 1, got {args.batch_size}")
+        data["batch_size"] = args.batch_size
+    args._trainer_overrides = trainer
+    return data
+
+
+def _get_method(name: str):
+    from fastskel.methods import METHODS, get_method
+
+    try:
+        return get_method(name)
+    except (ImportError, AttributeError) as e:
+        module = METHODS.get(name, ("?",))[0]
+        raise CLIError(f"method {name!r} is not available yet in this build ({module}: {e})") from None
+
+
+def _data_defaults(cfg_cls, ds, given: Dict[str, Any]) -> Dict[str, Any]:
+    """Fill ``num_classes``/``num_joints``/``in_channels`` from the data where the config has them."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cfg_cls)}
+    out = {}
+    n, (c, t, v, m) = len(ds), tuple(ds.x.shape[1:])
+    for key, val in (("num_classes", int(ds.num_classes)), ("num_joints", int(v)), ("in_channels", int(c))):
+        if key in names and key not in given:
+            out[key] = val
+    return out
+
+
+def _build_config(name: str, args, ds):
+    from .config import apply_overrides
+
+    _, cfg_cls = _get_method(name)
+    given = _overrides(args)
+    auto = _data_defaults(cfg_cls, ds, given) if ds is not None else {}
+    return apply_overrides(cfg_cls(**auto) if auto else cfg_cls(), given, where=f"{name} config")
+
+
+def _options(args, out: Optional[str]):
+    from .config import apply_overrides
+    from .trainer import TrainOptions
+
+    opts = TrainOptions(out=out, device=args.device, seed=args.seed, workers=args.workers,
+                        progress=not args.no_progress)
+    extra = {k: v for k, v in (("amp", getattr(args, "amp", None)), ("clip_grad", getattr(args, "clip_grad", None)),
+                               ("checkpoint_every", getattr(args, "checkpoint_every", None)),
+                               ("log_every", getattr(args, "log_every", None))) if v is not None}
+    opts = apply_overrides(opts, {**getattr(args, "_trainer_overrides", {}), **extra}, where="trainer options")
+    return opts
+
+
+def _guard(fn):
+    """Clear one-line errors (exit 2) for user mistakes instead of tracebacks."""
+    def run(args) -> int:
+        from .checkpoint import CheckpointError
+
+        try:
+            return int(fn(args) or 0)
+        except (CLIError, ValueError, TypeError, FileNotFoundError, CheckpointError, KeyError) as e:
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+            print(f"fastskel {args.command}: error: {msg}", file=sys.stderr)
+            return 2
+    run.__name__ = fn.__name__
+    return run
+
+
+# ------------------------------------------------------------------------------------- pretrain
+def cmd_pretrain(args) -> int:
+    from .data import load_dataset
+    from .distributed import seed_everything
+    from .trainer import Trainer
+
+    name = args.method
+    cls, _ = _get_method(name)
+    ds = load_dataset(args.data, "train")
+    cfg = _build_config(name, args, ds)
+    out = args.out or str(Path("runs") / name)
+    opts = _options(args, out)
+    seed_everything(args.seed)
+    method = cls(cfg)
+    trainer = Trainer(method, ds, opts, method_name=name, extra={"data": args.data})
+    if trainer.dist.rank == 0:
+        n_params = sum(p.numel() for p in method.parameters())
+        print(f"[fastskel] pretrain {name}: {len(ds)} samples {tuple(ds.x.shape[1:])}, {n_params / 1e6:.3g} M params, "
+              f"{method.config.epochs} epochs, batch {method.config.batch_size}, device {trainer.device}, out {out}",
+              flush=True)
+    res = trainer.fit(resume=args.resume, stop_after=args.stop_after)
+    if res.interrupted and res.signal is not None:
+        return 128 + int(res.signal)
+    if trainer.dist.rank == 0 and res.checkpoint:
+        print(f"[fastskel] checkpoint: {res.checkpoint}", flush=True)
+    from .distributed import cleanup
+
+    cleanup(trainer.dist)
+    return 0
+
+
+# ------------------------------------------------------------------------------------- eval
+def _eval_method(args, train_ds):
+    from .evaluate import build_method, load_method
+
+    if args.checkpoint:
+        method, st = load_method(args.checkpoint)
+        return method, st.get("method")
+    if not args.method:
+        raise CLIError("give --checkpoint PATH (a pretraining checkpoint) or --method NAME (random init baseline)")
+    cfg = _build_config(args.method, args, train_ds)
+    from .config import config_to_dict
+    from .distributed import seed_everything
+
+    seed_everything(args.seed)
+    print(f"[fastskel] eval: no --checkpoint, {args.method} with random weights (a baseline)", flush=True)
+    return build_method(args.method, config_to_dict(cfg)), args.method
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from .data import load_dataset
+    from .distributed import resolve_device
+    from .evaluate import (Classifier, FinetuneConfig, extract_features, finetune, knn_accuracy, linear_probe,
+                           save_classifier, semi_subset)
+    from .logging import RunLogger
+
+    protocol = args.protocol
+    train_ds = load_dataset(args.data, "train")
+    test_ds = load_dataset(args.data, "test")
+    method, name = _eval_method(args, train_ds)
+    device = resolve_device(args.device)
+    out = Path(args.out) if args.out else (Path(args.checkpoint).parent if args.checkpoint else None)
+    k = int(max(int(train_ds.y.max()), int(test_ds.y.max())) + 1)
+    info: Dict[str, Any] = {"protocol": protocol, "data": args.data, "checkpoint": args.checkpoint,
+                            "method": name, "train_samples": len(train_ds), "test_samples": len(test_ds)}
+    sample_shape = tuple(train_ds.x.shape[1:])
+    if protocol == "semi":
+        idx = semi_subset(train_ds.y, args.fraction, seed=args.seed)
+        train_ds = train_ds.subset(idx)
+        info.update(fraction=args.fraction, labelled=len(train_ds), semi_protocol=args.semi_protocol)
+    mode = args.semi_protocol if protocol == "semi" else protocol
+    if mode in ("linear", "knn"):
+        bs = args.batch_size or 256
+        ftr, ytr = extract_features(method, train_ds, bs, device)
+        fte, yte = extract_features(method, test_ds, bs, device)
+        info["feature_dim"] = int(ftr.shape[1])
+        if mode == "knn":
+            acc = knn_accuracy(ftr, ytr, fte, yte, k=args.k)
+            info["k"] = args.k
+            clf = None
+        else:
+            res = linear_probe(ftr, ytr, fte, yte, num_classes=k, epochs=args.epochs or 100, lr=args.lr,
+                               optimizer=args.optimizer, batch_size=bs, seed=args.seed)
+            acc = res.top1
+            clf = Classifier(method, k, mean=res.mean, std=res.std, head=res.head)
+    else:
+        fcfg = FinetuneConfig(num_classes=k, epochs=args.epochs or FinetuneConfig.epochs,
+                              batch_size=min(args.batch_size or FinetuneConfig.batch_size, len(train_ds)),
+                              lr=args.lr or FinetuneConfig.lr)
+        opts = _options(args, str(out / f"{protocol}_run") if out else None)
+        acc, clf = finetune(method, train_ds, test_ds, fcfg, opts)
+    info["top1"] = acc
+    label = f"{protocol}({mode})" if protocol == "semi" else protocol
+    print(f"[fastskel] {label} top-1 accuracy: {acc:.2f}%  ({info['train_samples'] if protocol != 'semi' else info['labelled']} "
+          f"train / {len(test_ds)} test samples, data {args.data})", flush=True)
+    if out is not None:
+        log = RunLogger(out, tensorboard=False)
+        log.log("eval", **info)
+        log.close()
+        if clf is not None:
+            path = save_classifier(out / f"{protocol}.pt", clf, name, protocol, acc, sample_shape)
+            print(f"[fastskel] classifier: {path} (export it with: fastskel export --checkpoint {path})", flush=True)
+    if args.json:
+        print(json.dumps(info))
+    return 0
+
+
+# ------------------------------------------------------------------------------------- distill
+def cmd_distill(args) -> int:
+    import importlib
+    import importlib.util
+    import inspect
+
+    if importlib.util.find_spec("fastskel.methods.asma") is None:
+        raise CLIError("ASMa is not available yet (fastskel.methods.asma is missing in this build)")
+    asma = importlib.import_module("fastskel.methods.asma")
+    distill = getattr(asma, "distill", None)
+    if distill is None:
+        raise CLIError("ASMa is not available yet: fastskel.methods.asma has no distill()")
+    from .data import load_dataset
+    from .evaluate import load_method
+
+    teacher, _ = load_method(args.teacher)
+    train_ds = load_dataset(args.data, "train")
+    test_ds = load_dataset(args.data, "test")
+    kw = {"teacher": teacher, "train": train_ds, "train_dataset": train_ds, "test": test_ds,
+          "test_dataset": test_ds, "epochs": args.epochs, "batch_size": args.batch_size, "device": args.device,
+          "out": args.out or str(Path(args.teacher).parent / "distill"), "seed": args.seed,
+          "temperature": args.temperature, "student_blocks": args.student_blocks,
+          "progress": not args.no_progress, "workers": args.workers}
+    params = inspect.signature(distill).parameters
+    takes_kw = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    call = {k: v for k, v in kw.items() if v is not None and (takes_kw or k in params)}
+    res = distill(**call)
+    if isinstance(res, (int, float)):
+        print(f"[fastskel] distill student top-1 accuracy: {float(res):.2f}%", flush=True)
+    elif isinstance(res, dict) and "top1" in res:
+        print(f"[fastskel] distill student top-1 accuracy: {float(res['top1']):.2f}%", flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------------- export
+def cmd_export(args) -> int:
+    from .data import load_dataset
+    from .evaluate import load_classifier
+    from .export import export_classifier
+
+    clf, st = load_classifier(args.checkpoint, num_classes=args.num_classes)
+    shape = (st.get("data") or {}).get("sample_shape")
+    if args.data_shape:
+        shape = tuple(int(s) for s in args.data_shape.split(","))
+    if not shape:
+        ds = load_dataset(args.data, "test")
+        shape = tuple(ds.x.shape[1:])
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "export"
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    rep = export_classifier(clf, shape, out, formats=formats, name=args.name, runs=args.runs,
+                            atol=args.atol, rtol=args.rtol)
+    print(f"[fastskel] export of {st.get('method')} encoder + classifier, input (B, {', '.join(map(str, shape))})")
+    print(f"  parameters        {rep['parameters']:,} (encoder {rep['encoder_parameters']:,})")
+    if rep.get("flops_paper"):
+        print(f"  FLOPs (paper)     {rep['flops_paper'] / 1e9:.3g} G per action")
+    for fmt, f in rep["files"].items():
+        print(f"  {fmt:<17} {f['path']} ({f['bytes'] / 1e6:.3g} MB)")
+    if "onnx_max_abs_diff" in rep:
+        print(f"  onnxruntime check max |Δ| = {rep['onnx_max_abs_diff']:.3g} (tolerance {rep['onnx_tolerance']:.3g}), "
+              f"dynamic batch: {rep['onnx_dynamic_batch']}")
+    if "torchscript_error" in rep:
+        print(f"  torchscript       not written: {rep['torchscript_error']}")
+    lat = ", ".join(f"{k} {v:.3g} ms" for k, v in rep["latency_ms_batch1"].items())
+    print(f"  CPU latency (median, batch 1): {lat}")
+    print(f"  report            {out / (args.name + '.json')}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- bench
+def cmd_bench(args) -> int:
+    from .bench import run_benchmarks
+
+    jpath, mpath, rows = run_benchmarks(args.benchmarks, args.out, small=args.small, keyword=args.keyword,
+                                        extra_args=args.pytest_args)
+    print(mpath.read_text())
+    print(f"[fastskel] wrote {jpath} and {mpath}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- profile
+def cmd_profile(args) -> int:
+    import torch
+
+    from .distributed import resolve_device
+    from .profile import format_table, profile_ops, write_results
+
+    dev = resolve_device(args.device)
+    dtypes = [d.strip() for d in args.dtype.split(",")] if args.dtype else None
+    rows = profile_ops([args.op], small=args.small, device=dev, dtypes=dtypes, min_run_time=args.min_time,
+                       backward=not args.no_backward)
+    if not rows:
+        raise CLIError(f"profile: no case of {args.op!r} matches --dtype {args.dtype}")
+    print(format_table(rows))
+    if not args.no_save:
+        js, md = write_results(rows, Path(args.out), f"profile-{args.op}-", dev)
+        print(f"[fastskel] wrote {js} and {md}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- parsers
+PRETRAIN_HELP = """\
+Pretrain a method with the shared engine (optimizer, warmup + cosine, bf16 on CUDA, DDP under
+torchrun, atomic checkpoints <out>/last.pt + previous.pt, exact --resume, SIGTERM/SIGINT write a
+checkpoint first). The main job, on a CPU in a few minutes:
+
+  fastskel pretrain amr --data synthetic --epochs 5 --out runs/amr
+  fastskel eval linear --checkpoint runs/amr/last.pt --data synthetic
+
+Multi-GPU: torchrun --nproc_per_node 8 -m fastskel.cli pretrain amr --data PATH
+"""
+
+EVAL_HELP = """\
+Evaluate an encoder (method.encode of a pretraining checkpoint) with a protocol and print top-1:
+  linear    frozen features, standardised, linear classifier (SGD + cosine)
+  knn       k-NN (k=1) by cosine similarity of frozen features
+  finetune  encoder + linear head trained end to end
+  semi      --fraction of the training labels (stratified, seeded), then finetune (or --semi-protocol linear)
+Transfer: pretrain on one --data, evaluate with another. Writes <out>/log.jsonl and <out>/<protocol>.pt
+(a classifier file for `fastskel export`); <out> defaults to the checkpoint's directory.
+"""
+
+
+def register(sub) -> None:
+    from .profile import op_names
+
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("pretrain", help="pretrain a method (amr, mamp, asma, slim, supervised)",
+                       description=PRETRAIN_HELP, formatter_class=fmt)
+    p.add_argument("method", choices=PRETRAIN_METHODS, help="the method")
+    _add_common(p)
+    p.add_argument("--out", help="run directory (default: runs/<method>)")
+    p.add_argument("--resume", metavar="CKPT|DIR", help="continue exactly from a checkpoint or run directory")
+    p.add_argument("--clip-grad", type=float, help="clip the global gradient norm to this value")
+    p.add_argument("--amp", choices=("auto", "bf16", "fp16", "none"),
+                   help="autocast: auto = bf16 on CUDA, off on CPU (default: auto)")
+    p.add_argument("--checkpoint-every", type=int, metavar="N", help="also checkpoint every N iterations")
+    p.add_argument("--log-every", type=int, metavar="N", help="log/progress every N iterations (default: 10)")
+    p.add_argument("--stop-after", type=int, metavar="N", help=argparse.SUPPRESS)
+    p.set_defaults(func=_guard(cmd_pretrain))
+
+    p = sub.add_parser("eval", help="evaluate an encoder: linear, knn, finetune, semi (transfer: another --data)",
+                       description=EVAL_HELP, formatter_class=fmt)
+    p.add_argument("protocol", choices=PROTOCOLS, help="evaluation protocol")
+    p.add_argument("--checkpoint", metavar="CKPT", help="pretraining checkpoint (e.g. runs/amr/last.pt)")
+    p.add_argument("--method", choices=PRETRAIN_METHODS, help="without --checkpoint: this method, random weights")
+    _add_common(p)
+    p.add_argument("--out", help="where to log and save the classifier (default: the checkpoint's directory)")
+    p.add_argument("--lr", type=float, help="learning rate (linear: 0.1 SGD / 1e-3 Adam; finetune: 1e-3)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="linear probe optimizer (default: sgd)")
+    p.add_argument("--k", type=int, default=1, help="neighbours for knn (default: 1)")
+    p.add_argument("--fraction", type=float, default=0.1, help="semi: labelled fraction, e.g. 0.01 or 0.1 (default: 0.1)")
+    p.add_argument("--semi-protocol", choices=("finetune", "linear"), default="finetune",
+                   help="semi: how the labelled subset is used (default: finetune)")
+    p.add_argument("--json", action="store_true", help="also print the result as one JSON line")
+    p.set_defaults(func=_guard(cmd_eval))
+
+    p = sub.add_parser("distill", help="distil an ASMa teacher into a small ST-GCN student")
+    p.add_argument("--teacher", required=True, metavar="CKPT", help="teacher checkpoint")
+    p.add_argument("--data", default="synthetic", metavar="SPEC", help="dataset (default: synthetic)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--temperature", type=float, help="distillation temperature (ASMa: 8)")
+    p.add_argument("--student-blocks", type=int, help="ST-GCN blocks of the student (ASMa: 5)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_guard(cmd_distill))
+
+    p = sub.add_parser("export", help="export encoder + classifier to ONNX (checked in onnxruntime) and TorchScript")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help="a classifier file from `fastskel eval ... --out` or a pretraining checkpoint")
+    p.add_argument("--num-classes", type=int, help="head size when CKPT has no classifier (the head is untrained)")
+    p.add_argument("--data", default="synthetic", metavar="SPEC",
+                   help="dataset giving the input shape when the checkpoint does not record it")
+    p.add_argument("--data-shape", metavar="C,T,V,M", help="input shape of one action (overrides the recorded one)")
+    p.add_argument("--out", help="output directory (default: <checkpoint dir>/export)")
+    p.add_argument("--formats", default="onnx,torchscript", help="comma list of onnx, torchscript")
+    p.add_argument("--name", default="model", help="file stem (default: model)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs for the CPU latency median (default: 50)")
+    p.add_argument("--atol", type=float, default=1e-4, help="ONNX vs PyTorch absolute tolerance (default: 1e-4)")
+    p.add_argument("--rtol", type=float, default=1e-4, help="... plus rtol × max|logits| (default: 1e-4)")
+    p.set_defaults(func=_guard(cmd_export))
+
+    p = sub.add_parser("bench", help="run the benchmark suites, write benchmarks/results/<device>-<date>.json + .md")
+    p.add_argument("--benchmarks", metavar="DIR", help="suite directory (default: ./benchmarks)")
+    p.add_argument("--out", default="benchmarks/results", help="results directory (default: benchmarks/results)")
+    p.add_argument("--small", action="store_true", help="tiny shapes (FASTSKEL_BENCH_SMALL=1)")
+    p.add_argument("-k", dest="keyword", help="pytest -k expression selecting benchmarks")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments")
+    p.set_defaults(func=_guard(cmd_bench))
+
+    p = sub.add_parser("profile", help="time an op's fast path against its reference at the paper shapes")
+    p.add_argument("op", choices=op_names() + ["all"], help="the op (or all)")
+    p.add_argument("--small", action="store_true", help="tiny shapes")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    p.add_argument("--dtype", help="comma list: float32,bfloat16 (default: float32, + bfloat16 on CUDA)")
+    p.add_argument("--min-time", type=float, default=0.2, help="seconds of timing per measurement (default: 0.2)")
+    p.add_argument("--no-backward", action="store_true", help="forward only")
+    p.add_argument("--out", default="benchmarks/results", help="results directory (default: benchmarks/results)")
+    p.add_argument("--no-save", action="store_true", help="print only")
+    p.set_defaults(func=_guard(cmd_profile))

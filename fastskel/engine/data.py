@@ -1,0 +1,62 @@
+"""``--data``: the embedded synthetic dataset or a file/directory in any supported format.
+
+``synthetic`` is :class:`fastskel.data.SyntheticSkeletons` with its defaults; options follow a
+colon, e.g. ``synthetic:num_classes=5,num_samples=64,T=32,bodies=1,seed=0``. Its ``train`` and
+``test`` splits are a stratified partition of one generated set (same ``seed``), so a model
+pretrained on ``train`` is evaluated on unseen samples of the same classes. Anything else is a
+path read by :func:`fastskel.data.load` (format detected from the file).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+__all__ = ["load_dataset", "parse_synthetic", "SYNTHETIC_KEYS"]
+
+SYNTHETIC_KEYS = {"num_classes": int, "num_samples": int, "T": int, "bodies": int, "seed": int,
+                  "class_seed": int, "test_fraction": float, "min_length": int, "noise": float,
+                  "graph": str}
+
+
+def parse_synthetic(spec: str) -> Dict[str, Any]:
+    """``"synthetic[:k=v,...]"`` → keyword arguments of ``SyntheticSkeletons``."""
+    _, _, opts = spec.partition(":")
+    kw: Dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in opts.split(","))):
+        key, eq, val = item.partition("=")
+        key = key.strip()
+        if not eq or key not in SYNTHETIC_KEYS:
+            raise ValueError(f"data: bad synthetic option {item!r}; expected key=value with key in "
+                             f"{sorted(SYNTHETIC_KEYS)} (e.g. synthetic:num_classes=5,num_samples=64)")
+        try:
+            kw[key] = SYNTHETIC_KEYS[key](val.strip())
+        except ValueError:
+            raise ValueError(f"data: synthetic option {key!r} expects a {SYNTHETIC_KEYS[key].__name__}, "
+                             f"got {val!r}") from None
+    return kw
+
+
+def load_dataset(spec: str, split: str = "train"):
+    """A :class:`fastskel.data.SkeletonDataset` for ``--data spec`` and ``split`` ("train"/"test")."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"data: expected 'synthetic[:options]' or a path, got {spec!r}")
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        from fastskel.data import SyntheticSkeletons
+
+        return SyntheticSkeletons(split=split, **parse_synthetic(spec))
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"data: no such file or directory: {path} "
+                                f"(use --data synthetic for the embedded dataset)")
+    try:
+        from fastskel.data import load
+    except ImportError:
+        raise RuntimeError("data: reading dataset files needs fastskel.data.load, which is not "
+                           "available in this build; use --data synthetic") from None
+    data = load(str(path), split=split)
+    return data.dataset() if hasattr(data, "dataset") else data
+
+
+def describe(ds) -> Tuple[int, Tuple[int, ...], int]:
+    """``(num_samples, sample_shape (C, T, V, M), num_classes)``."""
+    return len(ds), tuple(ds.x.shape[1:]), int(ds.num_classes)

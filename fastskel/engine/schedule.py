@@ -1,0 +1,111 @@
+"""Optimizer construction and the per-iteration warmup + cosine learning-rate schedule."""
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["param_groups", "build_optimizer", "WarmupCosine", "warmup_cosine_lr"]
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+
+
+def param_groups(model: nn.Module, weight_decay: float,
+                 skip: Iterable[str] = ()) -> List[Dict]:
+    """Two groups: decayed (weights of ≥2 dims) and not decayed (1-D params: biases, norms, scales;
+    any parameter named ``*.bias``; names returned by ``model.no_weight_decay()`` if defined, as in
+    timm, e.g. positional embeddings and learnable queries; and names in ``skip``)."""
+    skip = set(skip)
+    nwd = getattr(model, "no_weight_decay", None)
+    if callable(nwd):
+        skip |= set(nwd())
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name.endswith(".bias") or name in skip or name.split(".")[-1] in skip:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = []
+    if decay:
+        groups.append({"params": decay, "weight_decay": float(weight_decay)})
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    if not groups:
+        raise ValueError("model: expected at least one trainable parameter, got none")
+    return groups
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.0,
+                    betas: Sequence[float] = (0.9, 0.999), momentum: float = 0.9) -> torch.optim.Optimizer:
+    """``adamw`` | ``adam`` (L2 decay, as torch.optim.Adam) | ``sgd`` (momentum) over
+    :func:`param_groups` (no weight decay on 1-D params and biases)."""
+    name = str(name).lower()
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {name!r}")
+    if not (lr > 0):
+        raise ValueError(f"lr: expected a positive learning rate, got {lr!r}")
+    groups = param_groups(model, weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, betas=tuple(betas))
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+
+
+def warmup_cosine_lr(it: int, total: int, warmup: int, base_lr: float, min_lr: float) -> float:
+    """Learning rate of iteration ``it`` (0-based): linear warmup ``base·(it+1)/warmup`` over the
+    first ``warmup`` iterations, then cosine from ``base_lr`` to ``min_lr`` at ``total``."""
+    if warmup > 0 and it < warmup:
+        return base_lr * (it + 1) / warmup
+    span = max(1, total - warmup)
+    prog = min(1.0, max(0.0, (it - warmup) / span))
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * prog))
+
+
+class WarmupCosine:
+    """Sets every param group's ``lr`` per iteration by :func:`warmup_cosine_lr`.
+
+    A group may carry ``lr_scale`` (multiplies its lr, e.g. layer decay). Call :meth:`step` *before*
+    each optimiser step (it sets the lr of the iteration about to run); state is the iteration count.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_iters: int, warmup_iters: int,
+                 base_lr: float, min_lr: float = 0.0):
+        if total_iters < 1:
+            raise ValueError(f"total_iters: expected >= 1, got {total_iters}")
+        if warmup_iters < 0:
+            raise ValueError(f"warmup_iters: expected >= 0, got {warmup_iters}")
+        self.optimizer = optimizer
+        self.total_iters = int(total_iters)
+        self.warmup_iters = int(warmup_iters)
+        self.base_lr = float(base_lr)
+        self.min_lr = float(min_lr)
+        self.iteration = 0
+        self.last_lr: Optional[float] = None
+
+    def lr_at(self, it: int) -> float:
+        return warmup_cosine_lr(it, self.total_iters, self.warmup_iters, self.base_lr, self.min_lr)
+
+    def step(self) -> float:
+        lr = self.lr_at(self.iteration)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        self.iteration += 1
+        self.last_lr = lr
+        return lr
+
+    def state_dict(self) -> Dict:
+        return {"iteration": self.iteration, "total_iters": self.total_iters,
+                "warmup_iters": self.warmup_iters, "base_lr": self.base_lr, "min_lr": self.min_lr}
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.iteration = int(state["iteration"])
+        for k in ("total_iters", "warmup_iters"):
+            if int(state[k]) != getattr(self, k):
+                raise ValueError(f"scheduler: the checkpoint was made with {k}={state[k]}, this run has "
+                                 f"{getattr(self, k)} (epochs, batch size or data changed); cannot resume exactly")
+        self.base_lr, self.min_lr = float(state["base_lr"]), float(state["min_lr"])

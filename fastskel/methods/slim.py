@@ -1,0 +1,601 @@
+"""SLiM — decoder-free masked modeling + global-local contrastive learning (seed 002; SPEC §5).
+
+Pipeline of one pretraining step (``SLiM.forward``), batched on the input's device:
+
+1. **Bodies.** ``(N, C, T, V, M)`` → ``(N·M, C, T, V)``; all-zero bodies are dropped
+   (``skip_empty_bodies``). Every body of an action uses the action's valid length ``L``.
+2. **Hierarchical temporal sampling** (App. B). Two global intervals of ``U[0.5, 1.0]·L`` frames at a
+   uniform start, each resampled to ``frames`` = 64; from each global interval (G1's, and G2's for
+   the symmetrised objective) two crops each of ``U[0.35, 0.7]``, ``U[0.15, 0.4]``,
+   ``U[0.05, 0.2]`` of the interval, resampled to 32, 16, 8 frames. Resampling: the interval is cut
+   into ``T_out`` equal cells and each cell centre is linearly interpolated between frames
+   (strided sampling when the interval is longer, linear upsampling when it is shorter).
+3. **Skeleton-aware augmentations** (App. D), each with p = 0.5, independently per view and
+   sample: rotation ``R = Rz·Ry·Rx`` (Y ±180°, X/Z ±30°), mirroring (negate x + swap L/R joints),
+   bone-aware scaling (one factor U[0.85, 1.15] per body part on the bone vectors, rebuilt from the
+   root).
+4. **Semantic tube masking** (App. C, :mod:`fastskel.methods.slim_masking`): always on the global
+   views, with p = 0.5 on each local view; masked patch embeddings are replaced by the mask token.
+5. **Teacher** (EMA, no gradient) encodes the unmasked global views; **student** encodes the
+   masked global views and the local views (one encoder call per view length).
+6. **Objectives.** Prototype heads h_CL (cls) and h_MAE (patches) of K prototypes; teacher targets
+   by Sinkhorn-Knopp (3 iterations, over all teacher cls rows / all masked teacher patch rows,
+   reduced across ranks under DDP) at temperature τ_t (0.04 → 0.07), student softmax at τ_s = 0.1::
+
+     L_MFM  = mean_{anchor a, sequence} mean_{masked i} CE(q^t_{a,i}, p^s_{a,i})      (eq. 4, iBOT)
+     L_GLCL = mean over (anchor a, student view k ∈ {other global view, 6 local views of a}) and
+              sequences of CE(q^t_{a,cls}, p^s_{k,cls})                             (eq. 6)
+     L_KoLeo = Σ_{global views} KoLeo(student cls of the view)    (DINOv2, on the backbone cls)
+     loss   = w_MFM·L_MFM + λ·L_GLCL + 0.1·L_KoLeo,   λ = 1                          (eq. 7)
+
+   Symmetrised (§3.2): each global view is the anchor once. With ``head_impl="chunked"`` the
+   prototype losses run through :mod:`fastskel.ops.prototype` (never the full ``(tokens × K)``
+   logits); ``"reference"`` materialises them (:func:`~fastskel.ops.prototype.sinkhorn_reference`,
+   single-process).
+7. ``after_step(step, total_steps)`` (the engine calls it with the number of completed steps):
+   EMA ``φ ← m·φ + (1 − m)·θ`` with ``m = 1 − (1 − 0.994)·(1 + cos(π·(step−1)/total))/2``, and
+   the teacher temperature for the next step (linear warmup 0.04 → 0.07 over
+   ``warmup_teacher_temp_epochs``).
+
+``encode(x, lengths)``: the valid frames of each body resampled to 64, unmasked, through the
+teacher encoder (``encode_with``), the final-LayerNorm cls token, averaged over the action's
+non-empty bodies → ``(N, 256)``.
+
+Decisions where the paper is silent (DINOv2/iBOT defaults, see also the config docstring): the
+student's masked global views also serve GLCL (STM's dual role, §3.3); losses are means over terms
+(Eq. 4/6 are written as sums); the prototypes' norms are frozen at 1 and the last layer gets zero
+gradient for the first ``freeze_last_layer_epochs`` (DINO); the teacher evaluates. Limitations:
+the tube-mask loop is one small kernel batch per tube (~50–80 iterations for a 64-frame view;
+host-synchronising every 4 iterations); the materialised ``"reference"`` heads are
+single-process.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastskel.graph import SkeletonGraph
+from fastskel.nn.dino_head import DINOHead
+from fastskel.nn.vit import SkeletonViT
+from fastskel.ops import _checks as chk
+from fastskel.ops.prototype import (prototype_cross_entropy, prototype_cross_entropy_reference, sinkhorn_knopp,
+                                    sinkhorn_reference)
+
+from .slim_masking import TubeTable, semantic_tube_mask
+
+__all__ = ["SLiM", "SLiMConfig", "bone_scale", "koleo_loss", "mirror", "resample_interval", "rotate"]
+
+HEAD_IMPLS = ("chunked", "reference")
+
+
+# ============================================================================ config
+@dataclass
+class SLiMConfig:
+    """SLiM paper defaults (seed 002 §4.2, App. A–D); DINOv2/iBOT defaults where it is silent.
+
+    Input / views: ``frames`` (global view T = 64), ``local_frames`` (32, 16, 8) with
+    ``local_scales`` (fractions of the anchor interval) and ``local_crops`` (2) per scale,
+    ``global_scale`` (fraction of the valid sequence), ``symmetrize`` (both global views as anchor).
+    SAA: ``aug_prob`` (each of rotation/mirror/scaling), ``rotate_vertical_deg``/``rotate_tilt_deg``,
+    ``bone_scale_range``. STM: ``mask_ratio``, ``mask_min_area`` (A_min), ``mask_max_area``
+    (A_max / N), ``local_mask_prob``. Encoder: ``frames_per_patch`` P_T, ``dim``, ``depth``,
+    ``heads``, ``mlp_dim``, ``num_registers``, ``rope_base``. Heads: ``num_prototypes`` K,
+    ``head_hidden_dim``, ``head_bottleneck_dim``. Loss: ``student_temp``, ``teacher_temp`` and its
+    warmup, ``sinkhorn_iters``, ``mfm_weight``, ``glcl_weight`` (λ), ``koleo_weight``;
+    ``head_impl`` "chunked" | "reference", ``chunk_size`` (prototypes per block, None = auto).
+    Teacher: ``momentum_teacher`` (0.994 → 1 cosine), ``freeze_last_layer_epochs``,
+    ``encode_with`` ("teacher" | "student").
+
+    Engine fields (paper §4.2): AdamW, lr 2e-4 (the paper's "base" lr, used as is for the total
+    batch of 768), 20 warmup epochs, cosine to 1e-6, 150 epochs. Not in the paper, DINOv2
+    defaults: betas (0.9, 0.999), weight decay 0.04 (DINOv2 ramps 0.04 → 0.2; the engine keeps it
+    constant), teacher-temperature warmup 30 epochs, last-layer freeze 1 epoch, gradient clipping
+    3.0 (``clip_grad``, for the engine's option).
+    """
+
+    # input / views
+    in_channels: int = 3
+    num_joints: int = 25
+    graph: str = "ntu25"
+    frames: int = 64
+    global_scale: Tuple[float, float] = (0.5, 1.0)
+    local_frames: Tuple[int, ...] = (32, 16, 8)
+    local_scales: Tuple[Tuple[float, float], ...] = ((0.35, 0.7), (0.15, 0.4), (0.05, 0.2))
+    local_crops: int = 2
+    symmetrize: bool = True
+    skip_empty_bodies: bool = True
+    # skeleton-aware augmentations
+    aug_prob: float = 0.5
+    rotate_vertical_deg: float = 180.0
+    rotate_tilt_deg: float = 30.0
+    bone_scale_range: Tuple[float, float] = (0.85, 1.15)
+    # semantic tube masking
+    mask_ratio: Tuple[float, float] = (0.5, 0.9)
+    mask_min_area: float = 8.0
+    mask_max_area: float = 0.5
+    local_mask_prob: float = 0.5
+    # encoder
+    frames_per_patch: int = 8
+    dim: int = 256
+    depth: int = 8
+    heads: int = 8
+    mlp_dim: int = 1024
+    num_registers: int = 4
+    qkv_bias: bool = True
+    rope_base: float = 10000.0
+    # heads
+    num_prototypes: int = 65536
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    # objective
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 30
+    sinkhorn_iters: int = 3
+    mfm_weight: float = 1.0
+    glcl_weight: float = 1.0
+    koleo_weight: float = 0.1
+    head_impl: str = "chunked"
+    chunk_size: Optional[int] = None
+    # teacher
+    momentum_teacher: float = 0.994
+    freeze_last_layer_epochs: int = 1
+    encode_with: str = "teacher"
+    # which implementation the ops use (None = fastskel's process default)
+    backend: Optional[str] = None
+    # engine
+    epochs: int = 150
+    batch_size: int = 768
+    lr: float = 2e-4
+    min_lr: float = 1e-6
+    warmup_epochs: int = 20
+    weight_decay: float = 0.04
+    optimizer: str = "adamw"
+    betas: Tuple[float, float] = (0.9, 0.999)
+    clip_grad: Optional[float] = 3.0
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "num_joints", "frames", "local_crops", "frames_per_patch", "dim", "depth",
+                     "heads", "mlp_dim", "num_prototypes", "head_hidden_dim", "head_bottleneck_dim",
+                     "sinkhorn_iters", "epochs", "batch_size"):
+            chk.integer(getattr(self, name), name, 1)
+        for name in ("num_registers", "warmup_teacher_temp_epochs", "freeze_last_layer_epochs", "warmup_epochs"):
+            chk.integer(getattr(self, name), name, 0)
+        self.local_frames = tuple(chk.integer(t, "local_frames", 1) for t in self.local_frames)
+        self.local_scales = tuple(_interval(s, "local_scales") for s in self.local_scales)
+        if len(self.local_scales) != len(self.local_frames):
+            raise ValueError(f"local_scales: expected {len(self.local_frames)} (lo, hi) pairs like local_frames, "
+                             f"got {len(self.local_scales)}")
+        for t in (self.frames,) + self.local_frames:
+            if t % self.frames_per_patch:
+                raise ValueError(f"frames_per_patch: expected a divisor of every view length "
+                                 f"{(self.frames,) + self.local_frames}, got {self.frames_per_patch}")
+        self.global_scale = _interval(self.global_scale, "global_scale")
+        self.mask_ratio = _interval(self.mask_ratio, "mask_ratio")
+        lo, hi = self.bone_scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"bone_scale_range: expected 0 < lo <= hi, got {self.bone_scale_range}")
+        self.bone_scale_range = (float(lo), float(hi))
+        for name in ("aug_prob", "local_mask_prob", "mask_max_area"):
+            v = getattr(self, name)
+            if not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"{name}: expected a probability/fraction in [0, 1], got {v}")
+        for name in ("student_temp", "teacher_temp", "warmup_teacher_temp", "lr"):
+            chk.positive_float(float(getattr(self, name)), name)
+        for name in ("mfm_weight", "glcl_weight", "koleo_weight", "min_lr", "weight_decay", "mask_min_area",
+                     "rotate_vertical_deg", "rotate_tilt_deg"):
+            chk.positive_float(float(getattr(self, name)), name, allow_zero=True)
+        if not 0.0 <= self.momentum_teacher <= 1.0:
+            raise ValueError(f"momentum_teacher: expected a value in [0, 1], got {self.momentum_teacher}")
+        chk.choice(self.head_impl, "head_impl", HEAD_IMPLS)
+        chk.choice(self.encode_with, "encode_with", ("teacher", "student"))
+        chk.choice(self.optimizer, "optimizer", ("adamw", "adam", "sgd"))
+        if self.chunk_size is not None:
+            chk.integer(self.chunk_size, "chunk_size", 1)
+        if self.dim % self.heads or (self.dim // self.heads) % 2:
+            raise ValueError(f"heads: expected a divisor of dim={self.dim} with an even head dim (RoPE), got {self.heads}")
+        self.betas = tuple(float(b) for b in self.betas)
+
+    @property
+    def time_blocks(self) -> int:
+        return self.frames // self.frames_per_patch
+
+    @property
+    def num_tokens(self) -> int:
+        """Encoder tokens of a global view: cls + registers + (T/P_T)·V patches (205 at the defaults)."""
+        return 1 + self.num_registers + self.time_blocks * self.num_joints
+
+
+def _interval(v, name: str) -> Tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a (lo, hi) pair of floats, got {v!r}") from None
+    if not 0.0 < hi or not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f"{name}: expected (lo, hi) with 0 <= lo <= hi <= 1 and hi > 0, got {v!r}")
+    return lo, hi
+
+
+# ============================================================================ views and augmentations
+def resample_interval(x: torch.Tensor, start: torch.Tensor, duration: torch.Tensor, lengths: torch.Tensor,
+                      out_frames: int) -> torch.Tensor:
+    """Resample the interval ``[start, start + duration)`` (in frames, continuous) of each sequence to
+    ``out_frames`` frames by linear interpolation at the centres of ``out_frames`` equal cells.
+
+    ``x`` ``(B, C, T, V)``; ``start``, ``duration`` float ``(B,)``; source frames are clamped to
+    ``[0, lengths − 1]``. ``start = 0, duration = L`` with ``out_frames = L`` is the identity.
+    """
+    b, c, t, v = x.shape
+    dev = x.device
+    j = torch.arange(out_frames, device=dev, dtype=torch.float32)
+    pos = start.float()[:, None] + (j[None] + 0.5) * (duration.float()[:, None] / out_frames) - 0.5
+    last = (lengths.float().clamp(min=1) - 1).clamp(max=t - 1)[:, None]
+    pos = torch.minimum(pos.clamp(min=0), last)
+    i0 = torch.floor(pos)
+    frac = (pos - i0).to(x.dtype)
+    i1 = torch.minimum(i0 + 1, last)
+    idx = lambda i: i.long().view(b, 1, out_frames, 1).expand(-1, c, -1, v)  # noqa: E731
+    g0 = torch.gather(x, 2, idx(i0))
+    g1 = torch.gather(x, 2, idx(i1))
+    return g0 + (g1 - g0) * frac.view(b, 1, out_frames, 1)
+
+
+def _uniform(n: int, lo: float, hi: float, generator, device) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=generator, device=device)
+
+
+def _bernoulli(n: int, p: float, generator, device) -> torch.Tensor:
+    return torch.rand(n, generator=generator, device=device) < p
+
+
+def rotation_matrices(alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """``R = Rz(γ)·Ry(β)·Rx(α)`` ``(B, 3, 3)`` (App. D.1, Algorithm 2), angles in radians."""
+    o, z = torch.ones_like(alpha), torch.zeros_like(alpha)
+    ca, sa, cb, sb, cg, sg = alpha.cos(), alpha.sin(), beta.cos(), beta.sin(), gamma.cos(), gamma.sin()
+    rx = torch.stack([o, z, z, z, ca, -sa, z, sa, ca], -1).view(-1, 3, 3)
+    ry = torch.stack([cb, z, sb, z, o, z, -sb, z, cb], -1).view(-1, 3, 3)
+    rz = torch.stack([cg, -sg, z, sg, cg, z, z, z, o], -1).view(-1, 3, 3)
+    return rz @ ry @ rx
+
+
+def rotate(x: torch.Tensor, apply: torch.Tensor, vertical_deg: float = 180.0, tilt_deg: float = 30.0,
+           generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Skeleton-aware rotation (App. D.1): Y (vertical) ±``vertical_deg``, X/Z ±``tilt_deg``,
+    ``x ← R x`` per sample where ``apply`` ``(B,)``; ``x`` ``(B, 3, T, V)``."""
+    b, dev = x.shape[0], x.device
+    deg = math.pi / 180.0
+    a = _uniform(b, -tilt_deg * deg, tilt_deg * deg, generator, dev)
+    be = _uniform(b, -vertical_deg * deg, vertical_deg * deg, generator, dev)
+    g = _uniform(b, -tilt_deg * deg, tilt_deg * deg, generator, dev)
+    r = rotation_matrices(a, be, g)
+    r = torch.where(apply[:, None, None], r, torch.eye(3, device=dev).expand(b, 3, 3))
+    return torch.einsum("bij,bjtv->bitv", r.to(x.dtype), x)
+
+
+def mirror(x: torch.Tensor, apply: torch.Tensor, graph: SkeletonGraph) -> torch.Tensor:
+    """Skeleton-aware mirroring (App. D.2, Algorithm 3): swap left/right joints and negate x."""
+    perm = torch.tensor(graph.flip_permutation(), device=x.device)
+    sign = torch.ones(x.shape[1], device=x.device, dtype=x.dtype)
+    sign[0] = -1
+    m = x[..., perm] * sign[None, :, None, None]
+    return torch.where(apply[:, None, None, None], m, x)
+
+
+def _ancestors(graph: SkeletonGraph) -> Tuple[int, torch.Tensor, torch.Tensor]:
+    """``(root, parents (V,), A (V, V))`` with ``A[a, j] = 1`` where ``a ≠ root`` lies on the path root → j."""
+    par = graph.parents
+    root = graph.center
+    anc = torch.zeros(graph.V, graph.V)
+    for j in range(graph.V):
+        a = j
+        while a != root:
+            anc[a, j] = 1.0
+            a = par[a]
+    return root, torch.tensor(par), anc
+
+
+def bone_scale(x: torch.Tensor, apply: torch.Tensor, graph: SkeletonGraph, scale_range=(0.85, 1.15),
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Bone-aware scaling (App. D.3, Algorithm 4): bones ``x_j − x_parent(j)`` scaled by one factor
+    ``U[lo, hi]`` per body part (joints in no part keep 1), joints rebuilt from the root (the
+    graph's centre) along the tree: ``x'_j = x_root + Σ_{a on root→j} s_a·(x_a − x_parent(a))``."""
+    b, dev = x.shape[0], x.device
+    root, par, anc = _ancestors(graph)
+    part = torch.as_tensor(graph.part_index(), device=dev)
+    n_parts = len(graph.parts)
+    s = _uniform(b * n_parts, scale_range[0], scale_range[1], generator, dev).view(b, n_parts)
+    sj = torch.where(part[None] >= 0, s[:, part.clamp(min=0)], torch.ones(b, graph.V, device=dev))
+    sj = torch.where(apply[:, None], sj, torch.ones_like(sj)).to(x.dtype)
+    bones = x - x[..., par.to(dev)]
+    out = x[..., root:root + 1] + torch.einsum("bctv,bv,vw->bctw", bones, sj, anc.to(device=dev, dtype=x.dtype))
+    return out
+
+
+# ============================================================================ losses
+def koleo_loss(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """KoLeo (Sablayrolles et al.; DINOv2 ``KoLeoLoss``): ``−mean_i log ‖x̂_i − x̂_{nn(i)}‖``,
+    ``x̂`` the L2-normalised rows, ``nn(i)`` the nearest other row by inner product."""
+    x = F.normalize(x.float(), p=2, dim=-1, eps=eps)
+    with torch.no_grad():
+        dots = x @ x.T
+        dots.fill_diagonal_(-1)
+        nn_idx = dots.argmax(1)
+    d = F.pairwise_distance(x, x[nn_idx], p=2, eps=eps)
+    return -torch.log(d + eps).mean()
+
+
+def _bodies(x: torch.Tensor) -> torch.Tensor:
+    n, c, t, v, m = x.shape
+    return x.permute(0, 4, 1, 2, 3).reshape(n * m, c, t, v)
+
+
+# ============================================================================ the method
+class SLiM(nn.Module):
+    """SLiM (seed 002): see the module docstring. ``SLiM(SLiMConfig(...))``.
+
+    ``forward(x, lengths=None, generator=None)`` → ``{"loss", "mfm", "glcl", "koleo",
+    "teacher_temp", "bodies"}``; ``encode(x, lengths=None)`` → ``(N, dim)``;
+    ``after_step(step, total_steps)``; ``update_teacher(momentum)``.
+    """
+
+    def __init__(self, config: Optional[SLiMConfig] = None):
+        super().__init__()
+        config = SLiMConfig() if config is None else dataclasses.replace(config)
+        self.config = config
+        self.graph = SkeletonGraph.get(config.graph)
+        self.graph.check_num_joints(config.num_joints, "config.num_joints")
+        self.feature_dim = config.dim
+        encoder = SkeletonViT(config.in_channels, config.num_joints, config.frames_per_patch, 1, config.dim,
+                              config.depth, config.heads, config.mlp_dim, config.num_registers, config.qkv_bias,
+                              1e-6, config.rope_base, config.backend)
+        head = lambda: DINOHead(config.dim, config.num_prototypes, config.head_hidden_dim,  # noqa: E731
+                                config.head_bottleneck_dim, norm_last_layer=True)
+        self.student = nn.ModuleDict({"encoder": encoder, "cl_head": head(), "mae_head": head()})
+        self.teacher = copy.deepcopy(self.student)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self._tubes = TubeTable(self.graph)
+        self._tube_cache: Dict[torch.device, TubeTable] = {}
+        self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("total_steps", torch.zeros((), dtype=torch.int64))
+
+    # -- utilities ------------------------------------------------------------------
+    def set_backend(self, backend: Optional[str]) -> None:
+        """Switch every op of this model to ``backend`` (None = process default)."""
+        if backend is not None:
+            chk.choice(backend, "backend", ("auto", "triton", "cpp", "torch"))
+        self.config.backend = backend
+        for m in self.modules():
+            if hasattr(m, "backend") and m is not self:
+                m.backend = backend
+
+    def no_weight_decay(self) -> List[str]:
+        """Parameters without weight decay (timm convention), read by the engine's param groups."""
+        return ["joint_embed", "cls_token", "register_tokens", "mask_token"]
+
+    def train(self, mode: bool = True) -> "SLiM":
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    @property
+    def teacher_temperature(self) -> float:
+        """τ_t of the next step: linear 0.04 → 0.07 over the warmup iterations, then 0.07."""
+        cfg = self.config
+        total, step = int(self.total_steps), int(self.step)
+        warm = round(total * cfg.warmup_teacher_temp_epochs / cfg.epochs) if total else 0
+        if total == 0 and cfg.warmup_teacher_temp_epochs > 0:
+            return cfg.warmup_teacher_temp
+        if step >= warm:
+            return cfg.teacher_temp
+        return cfg.warmup_teacher_temp + (cfg.teacher_temp - cfg.warmup_teacher_temp) * step / warm
+
+    def momentum(self, step: int, total_steps: int) -> float:
+        """EMA momentum after completed step ``step`` (1-based) of ``total_steps``: cosine 0.994 → 1."""
+        m0 = self.config.momentum_teacher
+        it = max(step - 1, 0)
+        return 1.0 - (1.0 - m0) * (1.0 + math.cos(math.pi * it / max(total_steps, 1))) / 2.0
+
+    def _last_layer_frozen(self) -> bool:
+        cfg = self.config
+        if cfg.freeze_last_layer_epochs <= 0:
+            return False
+        total = int(self.total_steps)
+        return total == 0 or int(self.step) < total * cfg.freeze_last_layer_epochs / cfg.epochs
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        """``φ ← m·φ + (1 − m)·θ`` over the encoder and both heads (parameters; buffers copied)."""
+        t = [p for p in self.teacher.parameters()]
+        s = [p.detach() for p in self.student.parameters()]
+        torch._foreach_mul_(t, momentum)
+        torch._foreach_add_(t, s, alpha=1.0 - momentum)
+        for bt, bs in zip(self.teacher.buffers(), self.student.buffers()):
+            bt.copy_(bs)
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Engine hook after optimiser step ``step`` (completed steps, 1-based) of ``total_steps``:
+        EMA update of the teacher, then the schedules (teacher temperature, last-layer freeze)."""
+        step, total_steps = int(step), int(total_steps)
+        self.update_teacher(self.momentum(step, total_steps))
+        self.step.fill_(step)
+        self.total_steps.fill_(total_steps)
+
+    # -- input ------------------------------------------------------------------------
+    def _actions(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(bodies (N·M, C, T, V), body lengths (N·M,), body valid (N·M,))``."""
+        cfg = self.config
+        chk.tensor(x, "x", shape_hint="(N, C, T, V, M) or (N, C, T, V)")
+        if x.dim() == 4:
+            x = x.unsqueeze(-1)
+        if x.dim() != 5:
+            raise ValueError(f"x: expected (N, C, T, V, M) or (N, C, T, V), got shape {tuple(x.shape)}")
+        n, c, t, v, m = x.shape
+        if c != cfg.in_channels:
+            raise ValueError(f"x: expected C={cfg.in_channels} channels, got shape {tuple(x.shape)}")
+        self.graph.check_num_joints(v)
+        if n == 0 or t == 0:
+            raise ValueError(f"x: expected a non-empty batch, got shape {tuple(x.shape)}")
+        L = chk.lengths(lengths, x[..., 0])
+        if L is None:
+            nz = x.ne(0).any(1).any(-1).any(-1)                             # (N, T)
+            L = (nz.long() * torch.arange(1, t + 1, device=x.device)).amax(1)
+        bodies = _bodies(x)
+        valid = bodies.flatten(1).ne(0).any(1)
+        return bodies, L.repeat_interleave(m), valid
+
+    # -- views ------------------------------------------------------------------------
+    def _augment(self, x: torch.Tensor, generator) -> torch.Tensor:
+        cfg = self.config
+        b, dev, p = x.shape[0], x.device, cfg.aug_prob
+        if cfg.in_channels == 3:
+            x = rotate(x, _bernoulli(b, p, generator, dev), cfg.rotate_vertical_deg, cfg.rotate_tilt_deg, generator)
+        x = mirror(x, _bernoulli(b, p, generator, dev), self.graph)
+        return bone_scale(x, _bernoulli(b, p, generator, dev), self.graph, cfg.bone_scale_range, generator)
+
+    def _views(self, bodies: torch.Tensor, L: torch.Tensor, generator):
+        """Augmented global views ``(2B, C, 64, V)`` (view-major) and, per local length, local views
+        ``(A·crops·B, C, T_l, V)`` with the anchor (0 = G1, 1 = G2) of each row."""
+        cfg = self.config
+        b, dev = bodies.shape[0], bodies.device
+        Lf = L.float().clamp(min=1)
+        starts, durs, glob = [], [], []
+        for _ in range(2):
+            d = Lf * _uniform(b, cfg.global_scale[0], cfg.global_scale[1], generator, dev)
+            s = (Lf - d) * torch.rand(b, generator=generator, device=dev)
+            starts.append(s)
+            durs.append(d)
+            glob.append(self._augment(resample_interval(bodies, s, d, L, cfg.frames), generator))
+        anchors = (0, 1) if cfg.symmetrize else (0,)
+        locals_ = []
+        for t_l, (lo, hi) in zip(cfg.local_frames, cfg.local_scales):
+            views, anchor_ids = [], []
+            for a in anchors:
+                for _ in range(cfg.local_crops):
+                    d = durs[a] * _uniform(b, lo, hi, generator, dev)
+                    s = starts[a] + (durs[a] - d) * torch.rand(b, generator=generator, device=dev)
+                    views.append(resample_interval(bodies, s, d, L, t_l))
+                    anchor_ids.append(torch.full((b,), a, device=dev, dtype=torch.int64))
+            views = self._augment(torch.cat(views), generator)
+            locals_.append((views, torch.cat(anchor_ids)))
+        return torch.cat(glob), locals_
+
+    def _mask(self, batch: int, frames: int, prob: float, generator, device) -> Optional[torch.Tensor]:
+        cfg = self.config
+        apply = None if prob >= 1.0 else _bernoulli(batch, prob, generator, device)
+        if apply is not None and not bool(apply.any()):
+            return None
+        table = self._tube_cache.get(device)
+        if table is None:
+            table = self._tube_cache.setdefault(device, self._tubes.to(device))
+        return semantic_tube_mask(batch, frames // cfg.frames_per_patch, table, cfg.mask_ratio,
+                                  cfg.mask_min_area, cfg.mask_max_area, apply=apply, generator=generator,
+                                  device=device)
+
+    # -- prototype objectives ------------------------------------------------------------------
+    def _prototype_loss(self, zs: torch.Tensor, ws: torch.Tensor, zt: torch.Tensor, wt: torch.Tensor,
+                        index: Optional[torch.Tensor], temp_t: float) -> torch.Tensor:
+        """Per-row CE ``(n_s,)`` of student rows against Sinkhorn targets of all teacher rows."""
+        cfg = self.config
+        if cfg.head_impl == "reference":
+            q = sinkhorn_reference(zt @ wt.T, temp_t, cfg.sinkhorn_iters)
+            if index is not None:
+                q = q[index]
+            return prototype_cross_entropy_reference(zs @ ws.T, q, cfg.student_temp)
+        targets = sinkhorn_knopp(zt, wt, temp_t, cfg.sinkhorn_iters, cfg.chunk_size, backend=cfg.backend)
+        return prototype_cross_entropy(zs, ws, targets, cfg.student_temp, index=index, chunk_size=cfg.chunk_size,
+                                       backend=cfg.backend)
+
+    def _student_prototypes(self, head: DINOHead) -> torch.Tensor:
+        w = head.prototypes()
+        if self._last_layer_frozen():
+            w = w.detach() + w * 0.0    # zero gradient, parameters still used (DDP-safe)
+        return w
+
+    # -- pretraining step -----------------------------------------------------------------
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+                generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
+        cfg = self.config
+        bodies, L, valid = self._actions(x, lengths)
+        if cfg.skip_empty_bodies:
+            bodies, L = bodies[valid], L[valid]
+            if bodies.shape[0] == 0:
+                raise ValueError("x: expected at least one body with non-zero coordinates, got an all-zero batch")
+        b, dev = bodies.shape[0], bodies.device
+        glob, locals_ = self._views(bodies, L, generator)
+        anchors = (0, 1) if cfg.symmetrize else (0,)
+        n_a = len(anchors)
+        temp_t = self.teacher_temperature
+        pre = 1 + cfg.num_registers
+
+        # teacher: unmasked anchors
+        with torch.no_grad():
+            t_out = self.teacher["encoder"](glob[: n_a * b])                        # (A·B, 1+R+N, D)
+        # student: masked global views, then the local views
+        g_mask = self._mask(2 * b, cfg.frames, 1.0, generator, dev)                 # (2B, N)
+        s_glob = self.student["encoder"](glob, g_mask)
+        s_cls = [s_glob[:, 0]]
+        s_anchor = [torch.arange(2, device=dev).repeat_interleave(b)]               # anchor whose teacher it matches
+        s_anchor[0] = 1 - s_anchor[0]
+        s_seq = [torch.arange(b, device=dev).repeat(2)]
+        for views, anchor_ids in locals_:
+            m = self._mask(views.shape[0], views.shape[2], cfg.local_mask_prob, generator, dev)
+            s_cls.append(self.student["encoder"](views, m)[:, 0])
+            s_anchor.append(anchor_ids)
+            s_seq.append(torch.arange(b, device=dev).repeat(views.shape[0] // b))
+        s_cls_all, s_anchor_all, s_seq_all = torch.cat(s_cls), torch.cat(s_anchor), torch.cat(s_seq)
+        keep = s_anchor_all < n_a                                                  # without symmetrize: anchor G1 only
+        if not bool(keep.all()):
+            s_cls_all, s_anchor_all, s_seq_all = s_cls_all[keep], s_anchor_all[keep], s_seq_all[keep]
+
+        # L_GLCL: teacher cls of each anchor vs the student's other views
+        tcl, scl = self.teacher["cl_head"], self.student["cl_head"]
+        with torch.no_grad():
+            zt_cls = tcl.embed(t_out[:, 0])
+            wt_cls = tcl.prototypes()
+        zs_cls = scl.embed(s_cls_all)
+        ce_cls = self._prototype_loss(zs_cls, self._student_prototypes(scl), zt_cls, wt_cls,
+                                      s_anchor_all * b + s_seq_all, temp_t)
+        glcl = ce_cls.mean()
+
+        # L_MFM: masked patch tokens of each anchor, student (masked input) vs teacher (full input)
+        tmae, smae = self.teacher["mae_head"], self.student["mae_head"]
+        m_anchor = g_mask[: n_a * b]                                                 # (A·B, N)
+        with torch.no_grad():
+            zt_p = tmae.embed(t_out[:, pre:][m_anchor])
+            wt_p = tmae.prototypes()
+        zs_p = smae.embed(s_glob[: n_a * b, pre:][m_anchor])
+        ce_p = self._prototype_loss(zs_p, self._student_prototypes(smae), zt_p, wt_p, None, temp_t)
+        n_masked = m_anchor.sum(1)                                                   # ≥ ⌈0.5·N⌉ > 0
+        row_seq = torch.arange(n_a * b, device=dev).repeat_interleave(n_masked)
+        mfm = (ce_p / n_masked[row_seq].float()).sum() / (n_a * b)
+
+        koleo = s_glob.new_zeros((), dtype=torch.float32)
+        if cfg.koleo_weight > 0 and b > 1:
+            koleo = sum(koleo_loss(c) for c in s_glob[:, 0].chunk(2))
+        loss = cfg.mfm_weight * mfm + cfg.glcl_weight * glcl + cfg.koleo_weight * koleo
+        return {"loss": loss, "mfm": mfm.detach(), "glcl": glcl.detach(), "koleo": koleo.detach(),
+                "teacher_temp": torch.tensor(temp_t, device=dev), "bodies": torch.tensor(float(b), device=dev)}
+
+    # -- evaluation -----------------------------------------------------------------
+    def encode(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Features ``(N, dim)``: each body's valid frames resampled to ``frames``, unmasked, through
+        the ``encode_with`` encoder; the cls token averaged over the action's non-empty bodies."""
+        cfg = self.config
+        bodies, L, valid = self._actions(x, lengths)
+        n = x.shape[0]
+        Lf = L.float().clamp(min=1)
+        views = resample_interval(bodies, torch.zeros_like(Lf), Lf, L, cfg.frames)
+        enc = self.teacher["encoder"] if cfg.encode_with == "teacher" else self.student["encoder"]
+        feats = enc(views)[:, 0]                                                    # (N·M, dim)
+        w = valid.view(n, -1).to(feats.dtype)
+        w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))
+        return (feats.view(n, -1, feats.shape[-1]) * w[..., None]).sum(1) / w.sum(1, keepdim=True)
