@@ -38,7 +38,7 @@ from torch.library import wrap_triton
 
 from . import INTERPRET
 
-_TILE = 4096  # elements of the largest register tile per program
+_TILE = 2 ** 18 if INTERPRET else 4096  # elements of the largest tile per program (the interpreter pays per op)
 
 
 @triton.jit

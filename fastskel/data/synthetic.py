@@ -320,7 +320,7 @@ class SyntheticSkeletons(SkeletonDataset):
         y = y[torch.randperm(N, generator=gen)]
         lengths = torch.randint(min_length, T + 1, (N,), generator=gen)
         t = torch.arange(T, dtype=torch.float32)
-        u = t[None] / lengths[:, None].to(torch.float32)  # (N, T) progress through the action
+        u = (t / T)[None].expand(N, T)  # (N, T) time in units of T frames: tempo is per frame
         subjects = torch.randint(0, 40, (N,), generator=gen)
         d = lambda *s: torch.rand(*s, generator=gen, dtype=torch.float32)
 
