@@ -54,8 +54,7 @@ def _triton_or_skip():
 def _compile_or_skip(fn):
     if SMALL:
         pytest.skip("torch.compile variants are not part of the CI smoke")
-    compiled = torch.compile(fn)
-    return compiled
+    return torch.compile(fn)
 
 
 def _run(benchmark, fn, info, nbytes):
@@ -71,7 +70,7 @@ def _run(benchmark, fn, info, nbytes):
         if info["impl"] == "compiled":
             pytest.skip(f"torch.compile failed here: {type(exc).__name__}: {str(exc)[:200]}")
         raise
-    info.update(device=str(torch.device(DEVICE)) + ("" if DEVICE == "cuda" else "-eager-cpu"),
+    info.update(device=torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
                 reps_per_round=REPS, bytes=nbytes)
     benchmark.extra_info.update(info)
     benchmark(body)

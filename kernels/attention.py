@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from typing import List, Optional, Tuple
 
 import torch
@@ -69,6 +70,8 @@ HEAD_DIMS = (16, 32, 64, 128)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_FUSED_KEYS = 256         # the fused backward keeps every key of a pair in one tile ...
 MAX_FUSED_KEY_ELEMS = 8192   # ... while BLOCK_N · d stays within this many elements
+AUTOTUNE = os.environ.get("FASTSKEL_ATTN_AUTOTUNE", "1") != "0"   # "0": heuristic configs, no tuning
+CONFIG_OVERRIDE: Optional[dict] = None   # {"fwd" | "bwd_fused" | "bwd_tiled": {meta-parameters}}
 
 
 # --------------------------------------------------------------------------- device helpers
@@ -413,10 +416,14 @@ else:  # pragma: no cover - CUDA only
     _bwd_tiled_tuned = _autotune(_attn_bwd_tiled, _bwd_tiled_space, _KEY + ["Q_BCAST"], ["DQ"])
 
 
-def _launch(raw, tuned, space, grid, args, kwargs):
-    """Launch ``tuned`` (autotuned, CUDA) or, under the interpreter, ``raw`` with the default config."""
-    if INTERPRET:
-        raw[grid](*args, **kwargs, **space[0])
+def _launch(name, raw, tuned, space, grid, args, kwargs):
+    """Launch one kernel: the autotuned one on CUDA; the default config of ``space`` under the
+    interpreter or with ``AUTOTUNE`` off; ``CONFIG_OVERRIDE[name]`` when set (tests, tuning)."""
+    cfg = (CONFIG_OVERRIDE or {}).get(name)
+    if cfg is None and (INTERPRET or not AUTOTUNE):
+        cfg = space[0]
+    if cfg is not None:
+        (raw if INTERPRET else wrap_triton(raw))[grid](*args, **kwargs, **cfg)
     else:  # pragma: no cover - CUDA only
         wrap_triton(tuned)[grid](*args, **kwargs)
 
@@ -460,7 +467,7 @@ def _fwd_impl(q, k, v, key_padding_mask, q_pos, k_pos, inv_freq_, scale):
             scale * math.log2(math.e), *qs, *_s3(k), *_s3(v), *_s3(o), smb, b, h, lq, lk)
     kw = dict(D=d, HAS_MASK=key_padding_mask is not None, HAS_ROPE=rope, **_flags(q))
     grid = lambda meta: (triton.cdiv(b * h, meta["PAIRS"]), triton.cdiv(lq, meta["BLOCK_M"]))  # noqa: E731
-    _launch(_attn_fwd, _fwd_tuned, _fwd_space(lq, lk, d), grid, args, kw)
+    _launch("fwd", _attn_fwd, _fwd_tuned, _fwd_space(lq, lk, d), grid, args, kw)
     return o, lse
 
 
@@ -489,7 +496,7 @@ def _bwd_impl(do, q, k, v, o, lse, key_padding_mask, q_pos, k_pos, inv_freq_, sc
         args = (q, k, v, o, do, lse, dq, dk, dv, mask, *ropes, qk_scale, scale,
                 *qs, *_s3(k), *_s3(v), *_s3(o), *_s3(do), *tail)
         grid = lambda meta: (triton.cdiv(b * h, meta["PAIRS"]),)  # noqa: E731
-        _launch(_attn_bwd_fused, _bwd_fused_tuned, _bwd_fused_space(lq, lk, d), grid, args, common_kw)
+        _launch("bwd_fused", _attn_bwd_fused, _bwd_fused_tuned, _bwd_fused_space(lq, lk, d), grid, args, common_kw)
     else:
         delta = torch.empty((b, h, lq), dtype=torch.float32, device=q.device)
         blk = 64
@@ -499,7 +506,7 @@ def _bwd_impl(do, q, k, v, o, lse, key_padding_mask, q_pos, k_pos, inv_freq_, sc
         args = (q, k, v, do, lse, delta, dq, dk, dv, mask, *ropes, qk_scale, scale,
                 *qs, *_s3(k), *_s3(v), *_s3(do), *tail)
         grid = lambda meta: (b * h, max(triton.cdiv(lk, meta["BLOCK_N"]), triton.cdiv(lq, meta["BLOCK_M"])))  # noqa: E731
-        _launch(_attn_bwd_tiled, _bwd_tiled_tuned, _bwd_tiled_space(lq, lk, d), grid, args, common_kw)
+        _launch("bwd_tiled", _attn_bwd_tiled, _bwd_tiled_tuned, _bwd_tiled_space(lq, lk, d), grid, args, common_kw)
     if bcast:
         dq = dq.to(q.dtype)
     return dq, dk, dv

@@ -297,6 +297,17 @@ def test_triton_matches_reference_bf16(b, d, normalize):
 
 
 @requires_triton
+@pytest.mark.parametrize("normalize", NORMS)
+def test_triton_split_k(monkeypatch, normalize):
+    # the CUDA launcher splits the feature axis of the Gram product (interpreter default: 1 split)
+    from fastskel.kernels import barlow as kernel
+
+    monkeypatch.setattr(kernel, "_FORCE_SPLIT", 3)
+    z1, z2 = _inputs(20, 150, seed=13, device=TRITON_DEVICE)
+    _check_against_reference(_triton(normalize), z1, z2, normalize)
+
+
+@requires_triton
 def test_triton_matches_gram_op_intermediates():
     z1, z2 = _inputs(11, 37, seed=6, device=TRITON_DEVICE)
     from fastskel.kernels import barlow as kernel

@@ -53,20 +53,19 @@ def test_degree_joint_mask_reference_hand():
 
 # --------------------------------------------------------------------------- kernel vs reference
 def _same_joints(mask_k, mask_r, x, n, graph, high, seed):
-    """Masks equal; under the CPU interpreter a row may differ only at a near-tie of Gumbel keys
-    (NumPy's and torch's float32 log differ in the last ulp). On CUDA: exactly equal."""
+    """Same uniforms → same joints, except where two Gumbel keys are a last-ulp near-tie: under the
+    CPU interpreter the kernel's ``log`` is NumPy's, which differs from torch's in the last ulp for
+    about a third of all inputs (on CUDA both are the CUDA math library's ``logf``, so no row is
+    expected to differ there, but the same bound is applied)."""
     assert mask_k.shape == mask_r.shape and mask_k.dtype == torch.bool
     assert (mask_k.sum(1) == n).all()
-    diff = (mask_k != mask_r).any(1)
-    if x.device.type == "cuda":
-        assert not diff.any(), f"{int(diff.sum())} rows differ from the reference"
-        return
+    diff = (mask_k != mask_r).any(1).cpu()
     if diff.any():
-        u = joint_mask_noise(x.shape[0], x.shape[3], x.device, torch.Generator().manual_seed(seed))
-        log_p = R.degree_log_probs(torch.tensor(graph.degrees), high)
-        keys = (log_p[None] + R.gumbel_from_uniform(u)).sort(dim=1, descending=True).values
+        u = joint_mask_noise(x.shape[0], x.shape[3], x.device, torch.Generator(x.device).manual_seed(seed))
+        log_p = R.degree_log_probs(torch.tensor(graph.degrees), high).to(x.device)
+        keys = (log_p[None] + R.gumbel_from_uniform(u)).sort(dim=1, descending=True).values.cpu()
         gap = keys[:, n - 1] - keys[:, n]
-        assert (gap[diff.cpu()] < 1e-5).all(), "a row differs where the keys are not a near-tie"
+        assert (gap[diff] < 1e-5).all(), "a row differs where the keys are not a near-tie"
         assert int(diff.sum()) <= max(1, x.shape[0] // 100)
 
 

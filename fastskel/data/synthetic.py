@@ -348,7 +348,7 @@ class SyntheticSkeletons(SkeletonDataset):
             pose = torch.einsum("nij,ntvj->ntvi", _rot_y(face), pose) + shift[:, None, None, :]
             out[..., body] = pose
         # camera: view rotation and placement, identical for both bodies of a sample
-        yaw = (d(N) * 2 - 1) * math.radians(75)
+        yaw = (d(N) * 2 - 1) * math.radians(45)
         pitch = torch.randn(N, generator=gen, dtype=torch.float32) * math.radians(5)
         R = _rot_x(pitch) @ _rot_y(yaw)
         place = torch.stack([d(N) * 1.2 - 0.6, d(N) * 0.4 - 0.2, 2.3 + 1.5 * d(N)], -1)

@@ -133,10 +133,10 @@ def run_benchmarks(benchmarks: Optional[str] = None, out: str = "benchmarks/resu
     with tempfile.TemporaryDirectory() as td:
         js = Path(td) / "bench.json"
         cmd = [sys.executable, "-m", "pytest", str(bdir), "--benchmark-only", f"--benchmark-json={js}",
-               "-q", "-p", "no:cacheprovider"]
+               "-q", "-p", "no:cacheprovider", "-o", "python_files=bench_*.py test_*.py"]
         if keyword:
             cmd += ["-k", keyword]
-        cmd += list(extra_args)
+        cmd += [a for a in extra_args if a != "--"]
         proc = subprocess.run(cmd, cwd=str(bdir.parent), env=env, timeout=timeout)
         if proc.returncode not in (0,) or not js.exists():
             raise RuntimeError(f"bench: `{' '.join(cmd)}` failed with exit code {proc.returncode}"

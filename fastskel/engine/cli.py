@@ -96,11 +96,23 @@ def _data_defaults(cfg_cls, ds, given: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _build_config(name: str, args, ds):
+def _check_keys(name: str, given: Dict[str, Any]) -> None:
+    """Unknown config keys → a clear error before any data is loaded."""
+    import dataclasses
+
+    _, cfg_cls = _get_method(name)
+    fields = sorted(f.name for f in dataclasses.fields(cfg_cls))
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        raise CLIError(f"{name} config: unknown key(s) {unknown} for {cfg_cls.__name__}; valid keys: {fields}")
+
+
+def _build_config(name: str, args, ds, given: Optional[Dict[str, Any]] = None):
     from .config import apply_overrides
 
     _, cfg_cls = _get_method(name)
-    given = _overrides(args)
+    given = _overrides(args) if given is None else given
+    _check_keys(name, given)
     auto = _data_defaults(cfg_cls, ds, given) if ds is not None else {}
     return apply_overrides(cfg_cls(**auto) if auto else cfg_cls(), given, where=f"{name} config")
 
@@ -141,8 +153,10 @@ def cmd_pretrain(args) -> int:
 
     name = args.method
     cls, _ = _get_method(name)
+    given = _overrides(args)
+    _check_keys(name, given)
     ds = load_dataset(args.data, "train")
-    cfg = _build_config(name, args, ds)
+    cfg = _build_config(name, args, ds, given)
     out = args.out or str(Path("runs") / name)
     opts = _options(args, out)
     seed_everything(args.seed)

@@ -1,8 +1,14 @@
 """st-gcn spatial graph convolution as a registered operator ``torch.ops.fastskel.graph_conv``.
 
 ``y[n,c,t,w] = Σ_k Σ_v (W_k x + b_k)[n,c,t,v] · A[k,v,w]`` (st-gcn ``ConvTemporalGraphical`` with
-temporal kernel 1). The C++ op (``csrc/``) has a fake (meta) implementation and autograd registered
-here, so ``torch.compile(fullgraph=True)`` traces it; without ``_C`` the reference runs.
+temporal kernel 1, SPEC §4). ``fastskel._C`` implements it (``csrc/cpu``, ``csrc/cuda``) together with
+``torch.ops.fastskel.graph_conv_backward``; both have fake (meta) implementations registered here and
+the forward has autograd through the backward op, so ``torch.compile(fullgraph=True)`` traces them
+and ``torch.library.opcheck`` passes. Without ``_C`` the reference runs.
+
+Limitations: first-order gradients only; differentiating the backward again (double backward,
+e.g. gradient penalties) raises ``RuntimeError`` on the ``_C`` path (the ``"torch"`` backend
+supports it). ``grad_bias`` is computed only when a bias is given.
 """
 from __future__ import annotations
 
@@ -24,41 +30,55 @@ def _register() -> None:
         n, _, t, v = x.shape
         return x.new_empty((n, weight.shape[0] // A.shape[0], t, v))
 
+    @torch.library.register_fake("fastskel::graph_conv_backward")
+    def _(grad_out, x, A, weight, bias, output_mask):
+        def grad(m, like):
+            return like.new_empty(like.shape) if m else x.new_empty((0,))
+
+        gb = grad(output_mask[3] and bias is not None, bias if bias is not None else x)
+        return grad(output_mask[0], x), grad(output_mask[1], A), grad(output_mask[2], weight), gb
+
     def setup_context(ctx, inputs, output):
         x, A, weight, bias = inputs
+        ctx.has_bias = bias is not None
         ctx.save_for_backward(x, A, weight, bias)
 
     def backward(ctx, gy):
         x, A, weight, bias = ctx.saved_tensors
-        kk, v = A.shape[0], A.shape[1]
-        n, c_out, t, _ = gy.shape
-        # gh[n,k,c,t,v] = Σ_w gy[n,c,t,w] A[k,v,w]
-        gh = torch.einsum("nctw,kvw->nkctv", gy, A).reshape(n, kk * c_out, t, v)
-        gA = gx = gw = gb = None
-        if ctx.needs_input_grad[1]:
-            h = reference.graph_conv_channel_mix(x, weight, bias)
-            gA = torch.einsum("nkctv,nctw->kvw", h.view(n, kk, c_out, t, v), gy)
-        if ctx.needs_input_grad[0]:
-            gx = torch.einsum("oc,notv->nctv", weight, gh)
-        if ctx.needs_input_grad[2]:
-            gw = torch.einsum("notv,nctv->oc", gh, x)
-        if bias is not None and ctx.needs_input_grad[3]:
-            gb = gh.sum(dim=(0, 2, 3))
-        return gx, gA, gw, gb
+        need = ctx.needs_input_grad
+        mask = [bool(need[0]), bool(need[1]), bool(need[2]), bool(ctx.has_bias and need[3])]
+        gx, gA, gw, gb = torch.ops.fastskel.graph_conv_backward(gy.contiguous(), x, A, weight, bias, mask)
+        return (gx if mask[0] else None, gA if mask[1] else None, gw if mask[2] else None,
+                gb if mask[3] else None)
 
     torch.library.register_autograd("fastskel::graph_conv", backward, setup_context=setup_context)
 
+    def _no_double_backward(ctx, *grads):
+        raise RuntimeError("fastskel::graph_conv_backward: double backward is not implemented; "
+                           "use backend='torch' for higher-order gradients")
 
-if _ext.load() is not None and "graph_conv" in _ext.compiled_ops():
+    torch.library.register_autograd("fastskel::graph_conv_backward", _no_double_backward,
+                                    setup_context=lambda ctx, inputs, output: None)
+
+
+if _ext.load() is not None and {"graph_conv", "graph_conv_backward"} <= set(_ext.compiled_ops()):
     _register()
 
 
 def graph_conv(x: torch.Tensor, A: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
                backend: Optional[str] = None) -> torch.Tensor:
-    """st-gcn graph convolution; ``x`` ``(N, C_in, T, V)``, ``A`` ``(K, V, V)``, ``weight``
-    ``(K·C_out, C_in)`` k-major, ``bias`` ``(K·C_out,)`` → ``(N, C_out, T, V)``.
+    """st-gcn graph convolution (SPEC §4): ``y[n,c,t,w] = Σ_k Σ_v (W_k x + b_k)[n,c,t,v] · A[k,v,w]``.
 
-    Differentiable in x, A (edge importance), weight and bias.
+    Args:
+        x: ``(N, C_in, T, V)``.
+        A: ``(K, V, V)`` graph partitions (times st-gcn's edge importance; differentiable).
+        weight: ``(K·C_out, C_in)``, k-major (``conv.weight.view(K·C_out, C_in)`` of st-gcn's 1×1 conv).
+        bias: ``(K·C_out,)`` or None.
+        backend: "auto" | "cpp" | "torch" (None = process default). "cpp" is the ``_C`` operator
+            (CPU: tiled, vectorised, no ``K·C_out·T·V`` intermediate; CUDA: fused kernel).
+
+    Returns:
+        ``(N, C_out, T, V)`` in x's dtype. Differentiable in x, A, weight and bias.
     """
     chk.skeleton(x)
     chk.tensor(A, "A", 3, shape_hint="(K, V, V)")

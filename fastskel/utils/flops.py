@@ -64,6 +64,8 @@ def _run(model: nn.Module, inputs, kwargs: Optional[Mapping[str, Any]], conventi
     fn = getattr(model, method, None)
     if not callable(fn):
         raise ValueError(f"method: expected the name of a method of {type(model).__name__}, got {method!r}")
+    if method == "forward":
+        fn = model                        # through __call__, so hooks on the root module fire too
     if isinstance(inputs, torch.Tensor):
         inputs = (inputs,)
     elif not isinstance(inputs, Sequence):
