@@ -118,6 +118,7 @@ def _loss_inputs(shape_name, dtype, per_patch):
 
 LOSS_CASES = [("amr", torch.float32, False), ("amr", torch.bfloat16, False), ("amr", torch.float32, True),
               ("large", torch.float32, False)]
+LOSS_IDS = ["amr-fp32-w_elem", "amr-bf16-w_elem", "amr-fp32-w_patch", "large-fp32-w_elem"]
 
 
 def _loss_fn(impl):
@@ -132,7 +133,7 @@ def _loss_fn(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("shape_name, dtype, per_patch", LOSS_CASES)
+@pytest.mark.parametrize("shape_name, dtype, per_patch", LOSS_CASES, ids=LOSS_IDS)
 def test_focal_loss_forward(benchmark, shape_name, dtype, per_patch, impl):
     pred, target, weight = _loss_inputs(shape_name, dtype, per_patch)
     f = _loss_fn(impl)
@@ -144,7 +145,7 @@ def test_focal_loss_forward(benchmark, shape_name, dtype, per_patch, impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("shape_name, dtype, per_patch", LOSS_CASES)
+@pytest.mark.parametrize("shape_name, dtype, per_patch", LOSS_CASES, ids=LOSS_IDS)
 def test_focal_loss_forward_backward(benchmark, shape_name, dtype, per_patch, impl):
     pred, target, weight = _loss_inputs(shape_name, dtype, per_patch)
     f = _loss_fn(impl)

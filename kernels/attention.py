@@ -10,10 +10,11 @@ Kernels (flash-attention style, after the Triton fused-attention tutorial / Flas
   fp32 accumulation, saves the log-sum-exp ``lse`` (base 2) per query row. One program handles one
   query block of ``PAIRS`` consecutive (batch, head) pairs, looping over them, so that tiny problems
   (ASMa: 13 × 13 tokens) do not launch thousands of near-empty programs.
-- ``_attn_bwd_fused`` (all keys fit one tile, ``Lk ≤ 256`` for d ≤ 32, ``Lk ≤ 8192/d`` otherwise):
-  one program per ``PAIRS`` pairs loops over query blocks; ``P`` is recomputed once per query block
-  from ``lse``, ``delta = rowsum(dO ∘ O)`` is computed in place, dk and dv stay in registers and
-  dq is written per query block. One launch, no recomputation, no atomics (unless Bq = 1).
+- ``_attn_bwd_fused`` (all keys of a pair fit one register tile: ``next_pow2(Lk) · d ≤ 4096``, i.e.
+  Lk ≤ 128 at d = 32, ≤ 64 at d = 64): one program per ``PAIRS`` pairs loops over query blocks in
+  the key-major orientation of the Triton tutorial (``Sᵀ = k q̃ᵀ``); ``Pᵀ`` is recomputed once per
+  query block from ``lse``, ``delta = rowsum(dO ∘ O)`` is computed in place, dk and dv stay in
+  registers and dq is written per query block. One launch, no recomputation, no atomics (Bq > 1).
 - ``_attn_bwd_delta`` + ``_attn_bwd_tiled`` (longer key sequences): the FlashAttention-2 split —
   program ``(pair, j)`` accumulates dk, dv of key block j over all query blocks, then dq of query
   block j over all key blocks (``P`` is recomputed in both passes; deterministic without Bq = 1).
@@ -26,7 +27,8 @@ cast to q's dtype afterwards.
 
 Registration: ``fastskel::attention_fwd`` / ``fastskel::attention_bwd`` are ``torch.library.triton_op``
 with ``wrap_triton`` launches, so ``torch.compile(fullgraph=True)`` sees the kernels themselves,
-and autograd is attached with ``register_autograd``. Under ``TRITON_INTERPRET=1``, ``wrap_triton``
+and autograd is attached with ``register_autograd``; :func:`attention` uses them while compiling and
+the equivalent ``AttentionFunction`` (same launchers, no dispatcher round trip) in eager mode. Under ``TRITON_INTERPRET=1``, ``wrap_triton``
 returns the interpreted function unchanged and ``triton_op``'s fake implementation (the op body)
 would launch the interpreter on FakeTensors; there the same ops are registered as opaque
 ``torch.library.custom_op`` with explicit fake implementations (same names, schemas, strides and
@@ -64,12 +66,13 @@ from torch.library import wrap_triton
 
 from fastskel.kernels import INTERPRET
 
-__all__ = ["HEAD_DIMS", "DTYPES", "attention", "attention_fwd", "attention_bwd", "inv_freq", "unsupported"]
+__all__ = ["AttentionFunction", "DTYPES", "HEAD_DIMS", "attention", "attention_bwd", "attention_fwd", "inv_freq",
+           "unsupported"]
 
 HEAD_DIMS = (16, 32, 64, 128)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_FUSED_KEYS = 256         # the fused backward keeps every key of a pair in one tile ...
-MAX_FUSED_KEY_ELEMS = 8192   # ... while BLOCK_N · d stays within this many elements
+MAX_FUSED_KEY_ELEMS = 4096   # ... while BLOCK_N · d stays within this many elements (registers)
 AUTOTUNE = os.environ.get("FASTSKEL_ATTN_AUTOTUNE", "1") != "0"   # "0": heuristic configs, no tuning
 CONFIG_OVERRIDE: Optional[dict] = None   # {"fwd" | "bwd_fused" | "bwd_tiled": {meta-parameters}}
 
@@ -187,51 +190,43 @@ def _attn_bwd_fused(Q, K, V, O, DO, LSE, DQ, DK, DV, MASK, QPOS, KPOS, INVF, qk_
         pair = first + i
         h = pair // B
         b = pair - h * B
-        k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
-                    mask=n_valid[:, None], other=0.0)
+        k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=n_valid[:, None], other=0.0)
         if HAS_ROPE:
             k = _rope(k.to(tl.float32), kpos, invf, BLOCK_N, HALF, 1.0).to(dt)
-        v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :],
-                    mask=n_valid[:, None], other=0.0)
+        v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=n_valid[:, None], other=0.0)
         keep = _key_keep(MASK, b, smb, offs_n, n_valid, HAS_MASK)
         dk = tl.zeros([BLOCK_N, D], tl.float32)
         dv = tl.zeros([BLOCK_N, D], tl.float32)
         for start_m in range(0, Lq, BLOCK_M):
             offs_m = start_m + tl.arange(0, BLOCK_M)
             m_valid = offs_m < Lq
-            q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
-                        mask=m_valid[:, None], other=0.0)
+            q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :], mask=m_valid[:, None], other=0.0)
             if HAS_ROPE:
                 qpos = tl.load(QPOS + offs_m, mask=m_valid, other=-1.0)
                 q = _rope(q.to(tl.float32), qpos, invf, BLOCK_M, HALF, 1.0).to(dt)
-            do = tl.load(DO + b * sdob + h * sdoh + offs_m[:, None] * sdom + offs_d[None, :],
-                         mask=m_valid[:, None], other=0.0)
-            o = tl.load(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :],
-                        mask=m_valid[:, None], other=0.0)
+            do = tl.load(DO + b * sdob + h * sdoh + offs_m[:, None] * sdom + offs_d[None, :], mask=m_valid[:, None], other=0.0)
+            o = tl.load(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :], mask=m_valid[:, None], other=0.0)
             delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
             lse = tl.load(LSE + (b * H + h) * Lq + offs_m, mask=m_valid, other=float("inf"))
-            s = _dot(q, tl.trans(k), DOT_PREC, UPCAST) * qk_scale
-            p = tl.where(keep[None, :], tl.exp2(s - lse[:, None]), 0.0)
-            dv += _dot(tl.trans(p.to(dt)), do, DOT_PREC, UPCAST)
-            dp = _dot(do, tl.trans(v), DOT_PREC, UPCAST)
-            ds = (p * (dp - delta[:, None])).to(dt)
-            dk += _dot(tl.trans(ds), q, DOT_PREC, UPCAST)
-            dq = _dot(ds, k, DOT_PREC, UPCAST) * scale
+            st = _dot(k, tl.trans(q), DOT_PREC, UPCAST) * qk_scale
+            pt = tl.where(keep[:, None], tl.exp2(st - lse[None, :]), 0.0)
+            dv += _dot(pt.to(dt), do, DOT_PREC, UPCAST)
+            dpt = _dot(v, tl.trans(do), DOT_PREC, UPCAST)
+            dst = (pt * (dpt - delta[None, :])).to(dt)
+            dk += _dot(dst, q, DOT_PREC, UPCAST)
+            dq = _dot(tl.trans(dst), k, DOT_PREC, UPCAST) * scale
             if HAS_ROPE:
                 dq = _rope(dq, qpos, invf, BLOCK_M, HALF, -1.0)
             if Q_BCAST:
                 full = m_valid[:, None] & (offs_d[None, :] < D)
                 tl.atomic_add(DQ + h * sdqh + offs_m[:, None] * sdqm + offs_d[None, :], dq, mask=full)
             else:
-                tl.store(DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqm + offs_d[None, :], dq.to(dt),
-                         mask=m_valid[:, None])
+                tl.store(DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqm + offs_d[None, :], dq.to(dt), mask=m_valid[:, None])
         dk = dk * scale
         if HAS_ROPE:
             dk = _rope(dk, kpos, invf, BLOCK_N, HALF, -1.0)
-        tl.store(DK + b * sdkb + h * sdkh + offs_n[:, None] * sdkn + offs_d[None, :], dk.to(dt),
-                 mask=n_valid[:, None])
-        tl.store(DV + b * sdvb + h * sdvh + offs_n[:, None] * sdvn + offs_d[None, :], dv.to(dt),
-                 mask=n_valid[:, None])
+        tl.store(DK + b * sdkb + h * sdkh + offs_n[:, None] * sdkn + offs_d[None, :], dk.to(dt), mask=n_valid[:, None])
+        tl.store(DV + b * sdvb + h * sdvh + offs_n[:, None] * sdvn + offs_d[None, :], dv.to(dt), mask=n_valid[:, None])
 
 
 @triton.jit
@@ -348,22 +343,29 @@ def _fused_bwd(lk: int, d: int) -> bool:
 
 
 def _fwd_space(lq: int, lk: int, d: int) -> List[dict]:
-    """Candidate forward configs, the heuristic default first (the one the interpreter runs)."""
+    """Candidate forward configs, the heuristic default first (the one the interpreter runs).
+
+    Chosen so that every candidate compiles for sm_90 without (or with a few bytes of) register
+    spills (checked with ptxas): tiles of 128 × 128 and more only with 8 warps."""
     pm, pn = _p2(lq), _p2(lk)
-    bns = [pn] if pn <= 128 else [64, 128] + ([pn] if pn == 256 and d <= 32 else [])
-    bms = [min(pm, 64)] + ([128] if pm >= 128 else []) + ([32] if pm >= 64 else [])
+    bns = [pn] if pn <= 128 else [64, 128]
+    bms = sorted({min(pm, 64), min(pm, 128)})
     pairs = [2, 1, 4, 8] if _tiny(lq, lk) else [1]
-    warps = [4, 8] if bms[0] * bns[0] >= 64 * 64 else [4, 2]
     stages = [2] if pn <= 128 else [2, 3]
-    return [dict(BLOCK_M=m, BLOCK_N=n, PAIRS=g, num_warps=w, num_stages=s)
-            for n, m, g, w, s in itertools.product(bns, bms, pairs, warps, stages)]
+    out = []
+    for m, n, g, s in itertools.product(bms, bns, pairs, stages):
+        size = m * n * max(d, 32) // 32
+        warps = [8] if size >= 128 * 128 else ([4, 8] if size >= 64 * 64 else [4, 2])
+        out += [dict(BLOCK_M=m, BLOCK_N=n, PAIRS=g, num_warps=w, num_stages=s) for w in warps]
+    return out
 
 
 def _bwd_fused_space(lq: int, lk: int, d: int) -> List[dict]:
     pm, pn = _p2(lq), _p2(lk)
-    bms = [min(pm, 32)] + ([64] if pm >= 64 and pn * d <= 4096 else []) + ([16] if pm >= 32 else [])
+    big = pn * d >= 4096
+    bms = [min(pm, 32)] + ([64] if pm >= 64 else []) + ([16] if pm >= 32 and not big else [])
     pairs = [2, 1, 4, 8] if _tiny(lq, lk) else [1]
-    warps = [4, 8] if pn * d >= 4096 else [4, 2]
+    warps = [8] if big else ([4, 8] if pn * d >= 1024 else [4, 2])
     return [dict(BLOCK_M=m, BLOCK_N=pn, PAIRS=g, num_warps=w, num_stages=s)
             for m, g, w, s in itertools.product(bms, pairs, warps, [1, 2])]
 
@@ -416,16 +418,21 @@ else:  # pragma: no cover - CUDA only
     _bwd_tiled_tuned = _autotune(_attn_bwd_tiled, _bwd_tiled_space, _KEY + ["Q_BCAST"], ["DQ"])
 
 
-def _launch(name, raw, tuned, space, grid, args, kwargs):
+def _wrap(kernel, traced: bool):
+    return wrap_triton(kernel) if traced and not INTERPRET else kernel
+
+
+def _launch(name, raw, tuned, space, grid, args, kwargs, traced):
     """Launch one kernel: the autotuned one on CUDA; the default config of ``space`` under the
-    interpreter or with ``AUTOTUNE`` off; ``CONFIG_OVERRIDE[name]`` when set (tests, tuning)."""
+    interpreter or with ``AUTOTUNE`` off; ``CONFIG_OVERRIDE[name]`` when set (tests, tuning).
+    ``traced``: called from the registered op, whose body torch.compile traces (``wrap_triton``)."""
     cfg = (CONFIG_OVERRIDE or {}).get(name)
     if cfg is None and (INTERPRET or not AUTOTUNE):
         cfg = space[0]
     if cfg is not None:
-        (raw if INTERPRET else wrap_triton(raw))[grid](*args, **kwargs, **cfg)
+        _wrap(raw, traced)[grid](*args, **kwargs, **cfg)
     else:  # pragma: no cover - CUDA only
-        wrap_triton(tuned)[grid](*args, **kwargs)
+        _wrap(tuned, traced)[grid](*args, **kwargs)
 
 
 # --------------------------------------------------------------------------- host side
@@ -454,7 +461,7 @@ def _mask_arg(mask: Optional[torch.Tensor], q: torch.Tensor):
     return m, m.stride(0)
 
 
-def _fwd_impl(q, k, v, key_padding_mask, q_pos, k_pos, inv_freq_, scale):
+def _fwd_impl(q, k, v, key_padding_mask, q_pos, k_pos, inv_freq_, scale, traced=True):
     bq, h, lq, d = q.shape
     b, _, lk, _ = k.shape
     q, k, v = _last_contig(q), _last_contig(k), _last_contig(v)
@@ -467,7 +474,7 @@ def _fwd_impl(q, k, v, key_padding_mask, q_pos, k_pos, inv_freq_, scale):
             scale * math.log2(math.e), *qs, *_s3(k), *_s3(v), *_s3(o), smb, b, h, lq, lk)
     kw = dict(D=d, HAS_MASK=key_padding_mask is not None, HAS_ROPE=rope, **_flags(q))
     grid = lambda meta: (triton.cdiv(b * h, meta["PAIRS"]), triton.cdiv(lq, meta["BLOCK_M"]))  # noqa: E731
-    _launch("fwd", _attn_fwd, _fwd_tuned, _fwd_space(lq, lk, d), grid, args, kw)
+    _launch("fwd", _attn_fwd, _fwd_tuned, _fwd_space(lq, lk, d), grid, args, kw, traced)
     return o, lse
 
 
@@ -477,7 +484,7 @@ def _fwd_fake(q, k, v, key_padding_mask, q_pos, k_pos, inv_freq_, scale):
     return _bhld_like(b, h, lq, d, q), torch.empty((b, h, lq), dtype=torch.float32, device=q.device)
 
 
-def _bwd_impl(do, q, k, v, o, lse, key_padding_mask, q_pos, k_pos, inv_freq_, scale):
+def _bwd_impl(do, q, k, v, o, lse, key_padding_mask, q_pos, k_pos, inv_freq_, scale, traced=True):
     bq, h, lq, d = q.shape
     b, _, lk, _ = k.shape
     q, k, v, o, do = (_last_contig(t) for t in (q, k, v, o, do))
@@ -496,17 +503,16 @@ def _bwd_impl(do, q, k, v, o, lse, key_padding_mask, q_pos, k_pos, inv_freq_, sc
         args = (q, k, v, o, do, lse, dq, dk, dv, mask, *ropes, qk_scale, scale,
                 *qs, *_s3(k), *_s3(v), *_s3(o), *_s3(do), *tail)
         grid = lambda meta: (triton.cdiv(b * h, meta["PAIRS"]),)  # noqa: E731
-        _launch("bwd_fused", _attn_bwd_fused, _bwd_fused_tuned, _bwd_fused_space(lq, lk, d), grid, args, common_kw)
+        _launch("bwd_fused", _attn_bwd_fused, _bwd_fused_tuned, _bwd_fused_space(lq, lk, d), grid, args, common_kw, traced)
     else:
         delta = torch.empty((b, h, lq), dtype=torch.float32, device=q.device)
         blk = 64
-        wrap = (lambda f: f) if INTERPRET else wrap_triton
-        wrap(_attn_bwd_delta)[(b * h, triton.cdiv(lq, blk))](
+        _wrap(_attn_bwd_delta, traced)[(b * h, triton.cdiv(lq, blk))](
             o, do, delta, *_s3(o), *_s3(do), b, h, lq, D=d, BLOCK_M=blk)
         args = (q, k, v, do, lse, delta, dq, dk, dv, mask, *ropes, qk_scale, scale,
                 *qs, *_s3(k), *_s3(v), *_s3(do), *tail)
         grid = lambda meta: (b * h, max(triton.cdiv(lk, meta["BLOCK_N"]), triton.cdiv(lq, meta["BLOCK_M"])))  # noqa: E731
-        _launch("bwd_tiled", _attn_bwd_tiled, _bwd_tiled_tuned, _bwd_tiled_space(lq, lk, d), grid, args, common_kw)
+        _launch("bwd_tiled", _attn_bwd_tiled, _bwd_tiled_tuned, _bwd_tiled_space(lq, lk, d), grid, args, common_kw, traced)
     if bcast:
         dq = dq.to(q.dtype)
     return dq, dk, dv
@@ -564,6 +570,25 @@ def _backward(ctx, do, _dlse):
 torch.library.register_autograd("fastskel::attention_fwd", _backward, setup_context=_setup_context)
 
 
+class AttentionFunction(torch.autograd.Function):
+    """The eager path: the same launchers without the custom-op dispatch (less host overhead for
+    these microsecond-scale problems). ``torch.compile`` traces the registered ops instead."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, key_padding_mask, q_pos, k_pos, inv_freq_, scale):
+        o, lse = _fwd_impl(q, k, v, key_padding_mask, q_pos, k_pos, inv_freq_, scale, traced=False)
+        ctx.save_for_backward(q, k, v, o, lse, key_padding_mask, q_pos, k_pos, inv_freq_)
+        ctx.scale = scale
+        return o
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, do):
+        q, k, v, o, lse, mask, q_pos, k_pos, inv_freq_ = ctx.saved_tensors
+        dq, dk, dv = _bwd_impl(do, q, k, v, o, lse, mask, q_pos, k_pos, inv_freq_, ctx.scale, traced=False)
+        return dq, dk, dv, None, None, None, None, None
+
+
 # --------------------------------------------------------------------------- entry points
 _INV_FREQ_CACHE: dict = {}
 
@@ -598,5 +623,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional
         q_pos = rope.q_pos.to(device=q.device, dtype=torch.float32).contiguous()
         k_pos = rope.k_pos.to(device=q.device, dtype=torch.float32).contiguous()
         freqs = inv_freq(d, rope.base, q.device)
-    out, _ = attention_fwd(q, k, v, key_padding_mask, q_pos, k_pos, freqs, scale)
-    return out
+    if torch.compiler.is_compiling():
+        return attention_fwd(q, k, v, key_padding_mask, q_pos, k_pos, freqs, scale)[0]
+    return AttentionFunction.apply(q, k, v, key_padding_mask, q_pos, k_pos, freqs, scale)

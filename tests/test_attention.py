@@ -14,7 +14,7 @@ import fastskel
 from fastskel.backend import BackendUnavailableError
 from fastskel.ops import Rope, attention, reference
 
-from .conftest import CUDA, TRITON_DEVICE, requires_cuda, requires_triton
+from conftest import CUDA, TRITON_DEVICE, requires_cuda, requires_triton
 
 # (atol, rtol) of the output and of the gradients, per dtype, against the float32 reference.
 TOL = {

@@ -233,11 +233,15 @@ class SyntheticSkeletons(SkeletonDataset):
                     return sel
             return sel
 
+        bands = ((0.6, 1.1), (1.9, 3.2))  # slow / fast tempo, cycles per T frames
+        tempo = torch.zeros(K, dtype=torch.long)
+
         def fill(dst, c, sel):
+            lo, hi = bands[int(tempo[c])]
             for gi in sel:
                 dst["off"][c, gi] = (rand(1) * 0.7 - 0.35).item()
                 dst["amp"][c, gi] = (0.3 + 0.7 * rand(1)).item()
-                dst["freq"][c, gi] = (0.6 + 2.0 * rand(1)).item()
+                dst["freq"][c, gi] = (lo + (hi - lo) * rand(1)).item()
                 dst["phase"][c, gi] = (2 * math.pi * rand(1)).item()
 
         for c in range(K):
@@ -246,15 +250,16 @@ class SyntheticSkeletons(SkeletonDataset):
                 # locomotion and partner, a clearly different speed and new phases. A linear model
                 # on raw coordinates barely separates the two; a temporal conv net does.
                 groups.append(list(groups[c - 1]))
-                for k in ("off", "amp"):
-                    cls[k][c], partner[k][c] = cls[k][c - 1], partner[k][c - 1]
+                tempo[c] = 1 - tempo[c - 1]
+                lo, hi = bands[int(tempo[c])]
                 for dst in (cls, partner):
-                    f = dst["freq"][c - 1]
-                    fast = f < 1.6  # the sibling was slow: be fast, and vice versa
-                    dst["freq"][c] = torch.where(fast, f * 2.2, f / 2.2) * (f > 0)
-                    dst["phase"][c] = 2 * math.pi * rand(G) * (f > 0)
+                    moving = dst["amp"][c - 1] > 0
+                    dst["off"][c], dst["amp"][c] = dst["off"][c - 1], dst["amp"][c - 1]
+                    dst["freq"][c] = (lo + (hi - lo) * rand(G)) * moving
+                    dst["phase"][c] = 2 * math.pi * rand(G) * moving
                 trans[c], bob[c], interact[c] = trans[c - 1], bob[c - 1], interact[c - 1]
                 continue
+            tempo[c] = int(rand(1).item() < 0.5)
             sel = draw_groups()
             seen.add(sel)
             groups.append([self._group_names[i] for i in sel])
@@ -304,7 +309,7 @@ class SyntheticSkeletons(SkeletonDataset):
         prm = {k: v.float() for k, v in prm.items()}
         off = prm["off"][y] + 0.15 * n() * (prm["amp"][y] > 0)
         amp = prm["amp"][y] * (0.75 + 0.5 * r())
-        freq = prm["freq"][y] * (0.8 + 0.4 * r())
+        freq = prm["freq"][y] * (0.9 + 0.2 * r())
         # a common random phase shift keeps the class's relative phases between groups
         shift = 2 * math.pi * torch.rand(B, 1, generator=gen, dtype=torch.float32)
         phase = prm["phase"][y] + shift + 0.3 * n()

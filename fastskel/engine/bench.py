@@ -80,9 +80,16 @@ def _is_ref(b: Dict[str, Any]) -> bool:
     return bool(toks & set(REF_NAMES))
 
 
+SHAPE_KEYS = ("B", "N", "C", "T", "V", "M", "L", "D", "batch", "tokens")
+
+
 def _shape(b: Dict[str, Any]) -> str:
-    s = _info(b).get("shape", "")
-    return "x".join(map(str, s)) if isinstance(s, (list, tuple)) else str(s)
+    """``extra_info["shape"]`` as ``AxBxC``, else the shape-like keys it records (``B=128 D=6144``)."""
+    info = _info(b)
+    s = info.get("shape")
+    if s is not None:
+        return "x".join(map(str, s)) if isinstance(s, (list, tuple)) else str(s)
+    return " ".join(f"{k}={info[k]}" for k in SHAPE_KEYS if k in info)
 
 
 def summarize(data: Dict[str, Any]) -> List[Dict[str, Any]]:

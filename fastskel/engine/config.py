@@ -74,8 +74,15 @@ def _coerce(name: str, value: Any, default: Any, where: str) -> Any:
             raise bad
         if default and len(value) == len(default):
             value = [_coerce(f"{name}[{i}]", v, d, where) for i, (v, d) in enumerate(zip(value, default))]
-        return t(value)
+        return _nested(value, tuple) if isinstance(default, tuple) else list(value)
     return value
+
+
+def _nested(v: Any, kind=tuple) -> Any:
+    """Lists (as YAML gives them) → tuples, recursively."""
+    if isinstance(v, (list, tuple)):
+        return kind(_nested(x, kind) for x in v)
+    return v
 
 
 def apply_overrides(cfg, overrides: Optional[Mapping[str, Any]], where: str = "config"):

@@ -21,11 +21,12 @@ def param_groups(model: nn.Module, weight_decay: float,
     nwd = getattr(model, "no_weight_decay", None)
     if callable(nwd):
         skip |= set(nwd())
+    leaves = {s for s in skip if "." not in s}    # a bare name also matches as the last component
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or name.endswith(".bias") or name in skip or name.split(".")[-1] in skip:
+        if p.ndim <= 1 or name.endswith(".bias") or name in skip or name.split(".")[-1] in leaves:
             no_decay.append(p)
         else:
             decay.append(p)

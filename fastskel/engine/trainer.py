@@ -60,7 +60,8 @@ class TrainOptions:
         seed: model init and data order seed; rank r seeds its RNGs with ``seed + r``.
         workers: DataLoader worker processes.
         amp: "auto" = bf16 autocast on CUDA, off on CPU; "bf16", "fp16" (with grad scaling), "none".
-        clip_grad: max global gradient norm (``None``: no clipping).
+        clip_grad: max global gradient norm (``None``: the method config's ``clip_grad`` if it has
+            one, else no clipping).
         checkpoint_every: also checkpoint every N iterations (0: only per epoch/at the end).
         checkpoint_every_epochs: checkpoint every N epochs (and always after the last).
         log_every: iterations between log lines / progress updates (the loss is synced then).
@@ -256,6 +257,8 @@ class Trainer:
         warmup = min(int(cfg.warmup_epochs) * ipe, max(total - 1, 0))
         optimizer = build_optimizer(model, cfg.optimizer, float(cfg.lr), float(cfg.weight_decay), cfg.betas)
         scheduler = WarmupCosine(optimizer, total, warmup, float(cfg.lr), float(cfg.min_lr))
+        clip = opt.clip_grad if opt.clip_grad is not None else getattr(cfg, "clip_grad", None)
+        clip = float(clip) if clip else None
         use_fp16 = opt.amp == "fp16" and dev.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_fp16) if dev.type == "cuda" else None
         if self.dist.distributed:
@@ -321,6 +324,7 @@ class Trainer:
                     if pending_rng is not None:  # mid-epoch: the saved state followed this epoch's iter()
                         set_rng_state(pending_rng, gens)
                         pending_rng = None
+                    ep_loss, ep_n = torch.zeros((), device=dev), 0
                     for x, lengths, y in it:
                         x = x.to(dev, non_blocking=True)
                         lengths = lengths.to(dev, non_blocking=True)
@@ -335,17 +339,19 @@ class Trainer:
                         optimizer.zero_grad(set_to_none=True)
                         if scaler is not None and scaler.is_enabled():
                             scaler.scale(loss).backward()
-                            if opt.clip_grad:
+                            if clip:
                                 scaler.unscale_(optimizer)
-                                nn.utils.clip_grad_norm_(model.parameters(), float(opt.clip_grad))
+                                nn.utils.clip_grad_norm_(model.parameters(), clip)
                             scaler.step(optimizer)
                             scaler.update()
                         else:
                             loss.backward()
-                            if opt.clip_grad:
-                                nn.utils.clip_grad_norm_(model.parameters(), float(opt.clip_grad))
+                            if clip:
+                                nn.utils.clip_grad_norm_(model.parameters(), clip)
                             optimizer.step()
                         step += 1
+                        ep_loss += loss.detach().float()
+                        ep_n += 1
                         if callable(after_step):
                             after_step(step, total)
                         win_n += x.shape[0] * self.dist.world_size
@@ -392,8 +398,12 @@ class Trainer:
                         last_saved = self._save(state_fn(epoch + 1, step), ckpt_path)
                         if main:
                             logger.log("checkpoint", step=step, path=str(ckpt_path), epoch=epoch + 1)
+                    mean_loss = float(D.all_reduce_mean(ep_loss).item()) / max(ep_n, 1)
                     if main:
-                        logger.log("epoch", step=step, epoch=epoch + 1, loss=result.last_loss)
+                        logger.log("epoch", step=step, epoch=epoch + 1, loss=mean_loss)
+                        if not opt.progress:
+                            print(f"[fastskel] epoch {epoch + 1}/{epochs} mean loss {mean_loss:.4g} "
+                                  f"({step}/{total} iterations)", flush=True)
         finally:
             bar.close()
             logger.close()

@@ -2,8 +2,9 @@
 
 Pipeline of one pretraining step (``SLiM.forward``), batched on the input's device:
 
-1. **Bodies.** ``(N, C, T, V, M)`` → ``(N·M, C, T, V)``; all-zero bodies are dropped
-   (``skip_empty_bodies``). Every body of an action uses the action's valid length ``L``.
+1. **Bodies.** The action is centred (``center``: minus the root joint of body 0 at frame 0, the
+   CTR-GCN/MAMP preprocessing of NTU), then ``(N, C, T, V, M)`` → ``(N·M, C, T, V)``; all-zero
+   bodies are dropped (``skip_empty_bodies``). Every body uses the action's valid length ``L``.
 2. **Hierarchical temporal sampling** (App. B). Two global intervals of ``U[0.5, 1.0]·L`` frames at a
    uniform start, each resampled to ``frames`` = 64; from each global interval (G1's, and G2's for
    the symmetrised objective) two crops each of ``U[0.35, 0.7]``, ``U[0.15, 0.4]``,
@@ -80,7 +81,10 @@ HEAD_IMPLS = ("chunked", "reference")
 class SLiMConfig:
     """SLiM paper defaults (seed 002 §4.2, App. A–D); DINOv2/iBOT defaults where it is silent.
 
-    Input / views: ``frames`` (global view T = 64), ``local_frames`` (32, 16, 8) with
+    Input / views: ``center`` (translate every action so that the root joint of its first body
+    at frame 0 is the origin, absent frames and bodies stay zero: the CTR-GCN/MAMP NTU
+    preprocessing, which the paper's data already carries; makes raw readers and the synthetic
+    data behave alike and makes the rotation turn the body about itself), ``frames`` (global view T = 64), ``local_frames`` (32, 16, 8) with
     ``local_scales`` (fractions of the anchor interval) and ``local_crops`` (2) per scale,
     ``global_scale`` (fraction of the valid sequence), ``symmetrize`` (both global views as anchor).
     SAA: ``aug_prob`` (each of rotation/mirror/scaling), ``rotate_vertical_deg``/``rotate_tilt_deg``,
@@ -111,6 +115,7 @@ class SLiMConfig:
     local_crops: int = 2
     symmetrize: bool = True
     skip_empty_bodies: bool = True
+    center: bool = True
     # skeleton-aware augmentations
     aug_prob: float = 0.5
     rotate_vertical_deg: float = 180.0
@@ -448,6 +453,10 @@ class SLiM(nn.Module):
         if L is None:
             nz = x.ne(0).any(1).any(-1).any(-1)                             # (N, T)
             L = (nz.long() * torch.arange(1, t + 1, device=x.device)).amax(1)
+        if cfg.center:
+            root = self.graph.center
+            present = x.ne(0).any(1, keepdim=True).any(3, keepdim=True)        # (N, 1, T, 1, M)
+            x = (x - x[:, :, :1, root:root + 1, :1]) * present.to(x.dtype)
         bodies = _bodies(x)
         valid = bodies.flatten(1).ne(0).any(1)
         return bodies, L.repeat_interleave(m), valid

@@ -1,9 +1,16 @@
 """Multi-head attention modules on :func:`fastskel.ops.attention` (Triton fast path on CUDA).
 
 ``MultiheadAttention``: self-attention with a fused qkv projection and optional RoPE (SLiM, the
-AMR/MAMP encoders). ``MultiheadCrossAttention``: queries attend to a separate key/value sequence of
-another length (AMR's decoder, ASMa's feature alignment); queries with batch 1 are shared across the
-batch (learnable query sets) without expanding them.
+AMR/MAMP encoders). ``MultiheadCrossAttention`` (alias ``CrossAttention``): queries attend to a
+separate key/value sequence of another length (AMR's decoder, ASMa's feature alignment); queries
+with batch 1 are shared across the batch (learnable query sets) without expanding them, and their
+gradient is summed over the batch inside the kernel.
+
+Both take ``key_padding_mask`` (bool ``(B, Lk)``, True = ignore) and ``rope``
+(:class:`~fastskel.ops.Rope`), and pass ``backend`` to :func:`fastskel.ops.attention`. On the
+Triton path the attention output is stored ``(B, L, H, d)``, so merging heads before ``proj`` is a
+view, not a copy. Parameter names follow timm (``qkv``/``q``/``kv``/``proj``), so their state dicts
+load timm-style checkpoints.
 """
 from __future__ import annotations
 
@@ -31,7 +38,10 @@ def _check_dims(dim: int, heads: int) -> None:
 
 
 class MultiheadAttention(nn.Module):
-    """Self-attention ``(B, L, dim) → (B, L, dim)`` with fused qkv (timm ``Attention`` key names)."""
+    """Self-attention ``(B, L, dim) → (B, L, dim)`` with fused qkv (timm ``Attention`` key names).
+
+    ``forward(x, key_padding_mask=None, rope=None)``; the head dim is ``dim // heads``.
+    """
 
     def __init__(self, dim: int, heads: int = 8, qkv_bias: bool = True, backend: Optional[str] = None):
         super().__init__()
@@ -50,7 +60,11 @@ class MultiheadAttention(nn.Module):
 
 
 class MultiheadCrossAttention(nn.Module):
-    """Cross-attention: queries ``(Bq, Lq, dim)`` (Bq ∈ {1, B}) to keys/values ``(B, Lk, kv_dim)``."""
+    """Cross-attention: queries ``(Bq, Lq, dim)`` (Bq ∈ {1, B}) to keys/values ``(B, Lk, kv_dim)``.
+
+    ``forward(query, context, key_padding_mask=None, rope=None)`` → ``(B, Lq, dim)``; ``rope``
+    positions are those of the queries and of the context tokens.
+    """
 
     def __init__(self, dim: int, heads: int = 8, kv_dim: Optional[int] = None, qkv_bias: bool = True,
                  backend: Optional[str] = None):
@@ -70,3 +84,6 @@ class MultiheadCrossAttention(nn.Module):
         kv = self.kv(context).view(b, lk, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         out = attention(q, kv[0], kv[1], key_padding_mask=key_padding_mask, rope=rope, backend=self.backend)
         return self.proj(_merge_heads(out))
+
+
+CrossAttention = MultiheadCrossAttention

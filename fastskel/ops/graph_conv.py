@@ -65,6 +65,13 @@ if _ext.load() is not None and {"graph_conv", "graph_conv_backward"} <= set(_ext
     _register()
 
 
+@torch.compiler.assume_constant_result
+def _resolve(backend: Optional[str], device: torch.device) -> str:
+    # A constant for torch.compile: the _C lookup behind resolve() calls into pybind11, which
+    # dynamo cannot trace (fullgraph=True would fail).
+    return resolve("graph_conv", backend, device, IMPLEMENTED)
+
+
 def graph_conv(x: torch.Tensor, A: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
                backend: Optional[str] = None) -> torch.Tensor:
     """st-gcn graph convolution (SPEC §4): ``y[n,c,t,w] = Σ_k Σ_v (W_k x + b_k)[n,c,t,v] · A[k,v,w]``.
@@ -98,7 +105,7 @@ def graph_conv(x: torch.Tensor, A: torch.Tensor, weight: torch.Tensor, bias: Opt
             chk.same_device(name, tns, x, "x")
             if tns.dtype != x.dtype:
                 raise TypeError(f"{name}: expected dtype {x.dtype} like x, got {tns.dtype}")
-    impl = resolve("graph_conv", backend, x.device, IMPLEMENTED)
+    impl = _resolve(backend, x.device)
     if impl == "cpp":
         return torch.ops.fastskel.graph_conv(x, A, weight, bias)
     return reference.graph_conv(x, A, weight, bias)
