@@ -308,7 +308,8 @@ def cmd_export(args) -> int:
     rep = export_classifier(clf, shape, out, formats=formats, name=args.name, runs=args.runs,
                             atol=args.atol, rtol=args.rtol)
     print(f"[fastskel] export of {st.get('method')} encoder + classifier, input (B, {', '.join(map(str, shape))})")
-    print(f"  parameters        {rep['parameters']:,} (encoder {rep['encoder_parameters']:,})")
+    print(f"  parameters        {rep['parameters']:,} in the exported model ({rep['method_parameters']:,} in the "
+          f"whole method)")
     if rep.get("flops_paper"):
         print(f"  FLOPs (paper)     {rep['flops_paper'] / 1e9:.3g} G per action")
     for fmt, f in rep["files"].items():

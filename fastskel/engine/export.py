@@ -5,7 +5,8 @@
 crop/resize to T before calling it). Tracing runs with fastskel's backend forced to ``"torch"`` so
 the graph holds standard ATen ops only (no Triton or ``fastskel._C`` custom ops, which ONNX
 runtimes do not know). The ONNX model is run in onnxruntime on the same random inputs as PyTorch
-and the max abs difference is asserted ≤ ``atol + rtol·max|logits|``. The report gives parameters,
+and the max abs difference is asserted ≤ ``atol + rtol·max|logits|``. The report gives parameters
+(those the exported graph uses; ``method_parameters`` counts the whole method, e.g. a teacher),
 file sizes, CPU latency (median over runs, batch 1) of eager PyTorch, TorchScript and onnxruntime,
 and FLOPs (papers' convention, ``fastskel.utils.count_flops``) when that module is present.
 
@@ -16,6 +17,7 @@ control flow (e.g. skipping empty bodies by count) trace to the example's branch
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import statistics
 import time
@@ -97,8 +99,8 @@ def export_classifier(clf: nn.Module, sample_shape: Sequence[int], out: str | Pa
     x1 = x[:1].contiguous()
     report: Dict[str, Any] = {
         "sample_shape": list(sample_shape),
-        "parameters": int(sum(p.numel() for p in clf.parameters())),
-        "encoder_parameters": int(sum(p.numel() for p in clf.encoder.parameters())),
+        "parameters": int(sum(p.numel() for p in clf.parameters())),      # replaced by the ONNX graph's count
+        "method_parameters": int(sum(p.numel() for p in clf.encoder.parameters())),
         "num_classes": int(clf.head.out_features),
         "files": {}, "latency_ms_batch1": {},
     }
@@ -129,19 +131,30 @@ def export_classifier(clf: nn.Module, sample_shape: Sequence[int], out: str | Pa
 def _export_onnx(model, x, ref, path: Path, atol, rtol, runs, opset) -> Dict[str, Any]:
     import onnxruntime as ort
 
+    import logging
+
     rep: Dict[str, Any] = {}
     dynamic = True
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            batch = torch.export.Dim("batch", min=1, max=4096)
-            torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["logits"],
-                              dynamo=True, external_data=False, opset_version=opset,
-                              dynamic_shapes={"x": {0: batch}})
-        except Exception:
-            dynamic = False
-            torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["logits"],
-                              dynamo=True, external_data=False, opset_version=opset)
+    log = logging.getLogger("torch.onnx")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    kw = dict(input_names=["x"], output_names=["logits"], dynamo=True, external_data=False,
+              opset_version=opset, verbose=False)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            try:
+                batch = torch.export.Dim("batch", min=1, max=4096)
+                prog = torch.onnx.export(model, (x,), str(path), dynamic_shapes={"x": {0: batch}}, **kw)
+            except Exception:
+                dynamic = False
+                prog = torch.onnx.export(model, (x,), str(path), **kw)
+    finally:
+        log.setLevel(level)
+    ep = getattr(prog, "exported_program", None)
+    if ep is not None:  # parameters the exported graph really uses (not a teacher, decoder, ...)
+        rep["parameters"] = int(sum(ep.state_dict[n].numel() for n in ep.graph_signature.parameters
+                                    if n in ep.state_dict))
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(sess.run(None, {"x": x.numpy()})[0])
     diff = float((got - ref).abs().max())

@@ -1,0 +1,197 @@
+"""SLiM benchmarks (seed 002): one training step with the chunked vs the materialised prototype
+heads (time and peak memory), the prototype objectives alone, and RoPE attention fast path vs
+reference.
+
+Shapes: the paper model (ViT 8×256, K = 65,536, T = 64 → 205 tokens) with batch 128 actions × 2
+bodies on CUDA; on CPU the same model with batch 2 (a batch-128 step with the materialised heads
+needs ~50 GB and minutes per step on a CPU); ``FASTSKEL_BENCH_SMALL=1``: a tiny model (CI smoke).
+
+Peak memory: CUDA ``torch.cuda.max_memory_allocated`` over the step; CPU the step's increase of
+the process's peak RSS (``ru_maxrss`` minus the RSS before the step), measured in a fresh
+subprocess per implementation (``python benchmarks/bench_slim.py --peak IMPL BATCH SMALL``).
+"""
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+SMALL = os.environ.get("FASTSKEL_BENCH_SMALL", "0") == "1"
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+STEP_BATCH = 128 if DEVICE == "cuda" else 2
+
+
+def _config(small: bool, impl: str):
+    from fastskel.methods.slim import SLiMConfig
+
+    if small:
+        return SLiMConfig(dim=32, depth=2, heads=4, mlp_dim=64, num_prototypes=256, head_hidden_dim=64,
+                          head_bottleneck_dim=32, frames=16, local_frames=(8,), local_scales=((0.15, 0.4),),
+                          freeze_last_layer_epochs=0, head_impl=impl)
+    return SLiMConfig(freeze_last_layer_epochs=0, head_impl=impl)
+
+
+def _batch(n: int, t: int = 64, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.cumsum(torch.randn(n, 3, t, 25, 2, generator=g) * 0.02, 2) + torch.randn(n, 3, 1, 25, 2, generator=g)
+    return x.to(DEVICE), torch.full((n,), t, dtype=torch.int64, device=DEVICE)
+
+
+def _sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def _step(model, x, lengths, seed=0):
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=DEVICE == "cuda"):
+        out = model(x, lengths, generator=g)
+    out["loss"].backward()
+    model.zero_grad(set_to_none=True)
+    _sync()
+    return out
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def measure_peak(impl: str, batch: int, small: bool) -> dict:
+    """Peak memory of one step (this process); see the module docstring."""
+    from fastskel.methods.slim import SLiM
+
+    torch.manual_seed(0)
+    model = SLiM(_config(small, impl)).to(DEVICE)
+    x, lengths = _batch(batch)
+    if DEVICE == "cuda":
+        _step(model, x, lengths)                                     # warm-up (allocator, kernels)
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        t0 = time.perf_counter()
+        _step(model, x, lengths)
+        dt = time.perf_counter() - t0
+        return {"peak_bytes": torch.cuda.max_memory_allocated() - base, "seconds": dt, "method": "cuda.max_memory_allocated"}
+    base = _rss_bytes()
+    t0 = time.perf_counter()
+    _step(model, x, lengths)
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"peak_bytes": peak - base, "seconds": dt, "method": "ru_maxrss - rss_before_step (fresh process)"}
+
+
+def _peak_in_subprocess(impl: str, batch: int) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--peak", impl, str(batch), str(int(SMALL))],
+                         capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- one training step
+@pytest.mark.parametrize("impl", ["chunked", "reference"])
+def test_slim_step(benchmark, impl):
+    from fastskel.methods.slim import SLiM
+
+    torch.manual_seed(0)
+    model = SLiM(_config(SMALL, impl)).to(DEVICE)
+    x, lengths = _batch(STEP_BATCH)
+    cfg = model.config
+    benchmark.extra_info.update(dict(
+        impl=impl, batch=STEP_BATCH, bodies=2 * STEP_BATCH, tokens=cfg.num_tokens, K=cfg.num_prototypes, dim=cfg.dim,
+        depth=cfg.depth, dtype="bf16 autocast" if DEVICE == "cuda" else "fp32", device=DEVICE, small=SMALL))
+    benchmark.pedantic(_step, args=(model, x, lengths), rounds=1 if SMALL or DEVICE == "cpu" else 5,
+                       iterations=1, warmup_rounds=0 if SMALL else 1)
+
+
+def test_slim_step_peak_memory(benchmark):
+    """Peak memory of the chunked step vs the materialised one (each in a fresh process)."""
+    res = {}
+
+    def run():
+        for impl in ("chunked", "reference"):
+            res[impl] = _peak_in_subprocess(impl, STEP_BATCH)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    ratio = res["chunked"]["peak_bytes"] / max(res["reference"]["peak_bytes"], 1)
+    benchmark.extra_info.update(dict(
+        batch=STEP_BATCH, device=DEVICE, small=SMALL, method=res["chunked"]["method"],
+        chunked_peak_MiB=res["chunked"]["peak_bytes"] / 2**20, reference_peak_MiB=res["reference"]["peak_bytes"] / 2**20,
+        peak_ratio=ratio, chunked_step_s=res["chunked"]["seconds"], reference_step_s=res["reference"]["seconds"]))
+    if not SMALL:
+        assert ratio <= 0.5, res
+
+
+# --------------------------------------------------------------------------- prototype objectives alone
+def _proto_inputs(n: int, k: int, d: int = 256, seed: int = 0):
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    zs = F.normalize(torch.randn(n, d, generator=g), dim=-1).to(DEVICE).requires_grad_()
+    ws = F.normalize(torch.randn(k, d, generator=g), dim=-1).to(DEVICE).requires_grad_()
+    zt = F.normalize(torch.randn(n, d, generator=g), dim=-1).to(DEVICE)
+    wt = F.normalize(torch.randn(k, d, generator=g), dim=-1).to(DEVICE)
+    return zs, ws, zt, wt
+
+
+PROTO_N = 64 if SMALL else (36_000 if DEVICE == "cuda" else 2048)
+PROTO_K = 512 if SMALL else 65_536
+
+
+@pytest.mark.parametrize("impl", ["chunked", "reference"])
+def test_prototype_loss(benchmark, impl):
+    from fastskel.ops.prototype import (prototype_cross_entropy, prototype_cross_entropy_reference, sinkhorn_knopp,
+                                        sinkhorn_reference)
+
+    zs, ws, zt, wt = _proto_inputs(PROTO_N, PROTO_K)
+
+    def run():
+        if impl == "chunked":
+            loss = prototype_cross_entropy(zs, ws, sinkhorn_knopp(zt, wt, 0.07), 0.1).mean()
+        else:
+            loss = prototype_cross_entropy_reference(zs @ ws.T, sinkhorn_reference(zt @ wt.T, 0.07), 0.1).mean()
+        loss.backward()
+        zs.grad = ws.grad = None
+        _sync()
+
+    benchmark.extra_info.update(dict(impl=impl, tokens=PROTO_N, K=PROTO_K, D=256, dtype="fp32", device=DEVICE,
+                                     what="sinkhorn (3 it) + CE fwd+bwd"))
+    benchmark.pedantic(run, rounds=1 if SMALL else 3, iterations=1, warmup_rounds=0 if SMALL else 1)
+
+
+# --------------------------------------------------------------------------- RoPE attention
+ATT_B = 2 if SMALL else (256 if DEVICE == "cuda" else 32)   # batch 128 actions × 2 bodies on CUDA
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_rope_attention(benchmark, backend):
+    from fastskel.backend import BackendUnavailableError
+    from fastskel.ops import Rope, attention
+
+    h, L, d = 8, 205, 32
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(ATT_B, h, L, d, generator=g).to(DEVICE).requires_grad_() for _ in range(3))
+    pos = torch.cat([torch.full((5,), -1.0), torch.arange(8.0).repeat_interleave(25)]).to(DEVICE)
+    rope = Rope(pos, pos)
+    try:
+        attention(q[:1, :, :8], k[:1, :, :8], v[:1, :, :8], rope=Rope(pos[:8], pos[:8]), backend=backend)
+    except BackendUnavailableError as e:
+        pytest.skip(f"{backend} attention unavailable here: {e}")
+
+    def run():
+        out = attention(q, k, v, rope=rope, backend=backend)
+        out.sum().backward()
+        q.grad = k.grad = v.grad = None
+        _sync()
+
+    benchmark.extra_info.update(dict(backend=backend, B=ATT_B, H=h, L=L, d=d, dtype="fp32", device=DEVICE,
+                                     what="attention with temporal RoPE (cls+4 registers unrotated), fwd+bwd"))
+    benchmark.pedantic(run, rounds=1 if SMALL else 5, iterations=1, warmup_rounds=0 if SMALL else 1)
+
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--peak":
+    print(json.dumps(measure_peak(sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1")))
