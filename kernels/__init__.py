@@ -18,4 +18,24 @@ except Exception as exc:  # ImportError, or a broken install raising anything el
     HAS_TRITON = False
     IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
 
-__all__ = ["HAS_TRITON", "IMPORT_ERROR", "INTERPRET"]
+
+
+def register_op(name: str, launcher, fake):
+    """Register a Triton launcher as ``torch.ops.fastskel.<name>`` (same schema either way).
+
+    On real Triton: ``torch.library.triton_op`` (its body, launched through ``wrap_triton``, doubles
+    as the fake implementation, so ``torch.compile`` traces into the kernels). Under
+    ``TRITON_INTERPRET=1`` that cannot work — the interpreter would read the fake tensors' data — so
+    the launcher is a ``torch.library.custom_op`` with the explicit ``fake`` instead.
+    """
+    import torch
+
+    qualname = f"fastskel::{name}"
+    if INTERPRET:
+        op = torch.library.custom_op(qualname, launcher, mutates_args=())
+        op.register_fake(fake)
+        return op
+    return torch.library.triton_op(qualname, launcher, mutates_args=())
+
+
+__all__ = ["HAS_TRITON", "IMPORT_ERROR", "INTERPRET", "register_op"]

@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from . import INTERPRET
+from . import INTERPRET, register_op
 
 _TILE = 16384 if INTERPRET else 4096
 _MAX_SCALES = 4
@@ -165,14 +165,6 @@ def _focal_bwd_kernel(p_ptr, t_ptr, w_ptr, g_ptr, gp_ptr, gt_ptr, total, D, scal
         tl.store(gt_ptr + offs, -gp, mask=m)
 
 
-def _register(name: str, launcher, fake):
-    """``triton_op`` on real Triton; ``custom_op`` + ``register_fake`` under the interpreter."""
-    qualname = f"fastskel::{name}"
-    if INTERPRET:
-        op = torch.library.custom_op(qualname, launcher, mutates_args=())
-        op.register_fake(fake)
-        return op
-    return torch.library.triton_op(qualname, launcher, mutates_args=())
 
 
 # --------------------------------------------------------------------------- motion_energy_weights
@@ -205,7 +197,7 @@ def _motion_energy_weights_fake(x, windows, k, eps, lengths):
     return x.new_empty((x.shape[0], x.shape[2], x.shape[3]), dtype=torch.float32)
 
 
-motion_energy_weights_op = _register("motion_energy_weights", _motion_energy_weights,
+motion_energy_weights_op = register_op("motion_energy_weights", _motion_energy_weights,
                                      _motion_energy_weights_fake)
 
 
@@ -228,7 +220,7 @@ def _focal_loss_fake(pred, target, weight):
     return pred.new_empty((), dtype=torch.float32)
 
 
-focal_loss_op = _register("focal_reconstruction_loss", _focal_loss, _focal_loss_fake)
+focal_loss_op = register_op("focal_reconstruction_loss", _focal_loss, _focal_loss_fake)
 
 
 def _focal_loss_backward(grad: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
@@ -249,7 +241,7 @@ def _focal_loss_backward_fake(grad, pred, target, weight, target_grad):
     return torch.empty_like(pred, memory_format=torch.contiguous_format), gt
 
 
-focal_loss_backward_op = _register("focal_reconstruction_loss_backward", _focal_loss_backward,
+focal_loss_backward_op = register_op("focal_reconstruction_loss_backward", _focal_loss_backward,
                                    _focal_loss_backward_fake)
 
 

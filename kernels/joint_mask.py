@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from . import INTERPRET
+from . import INTERPRET, register_op
 
 _TILE = 65536 if INTERPRET else 4096  # elements per program tile (the interpreter pays per program)
 
@@ -89,14 +89,6 @@ def _joint_keep_kernel(g_ptr, mask_ptr, out_ptr, total, CTV, V, BLOCK: tl.conste
     tl.store(out_ptr + offs, g * tl.where(chosen, 0.0, 1.0), mask=m)
 
 
-def _register(name: str, launcher, fake):
-    """``triton_op`` on real Triton; ``custom_op`` + ``register_fake`` under the interpreter."""
-    qualname = f"fastskel::{name}"
-    if INTERPRET:
-        op = torch.library.custom_op(qualname, launcher, mutates_args=())
-        op.register_fake(fake)
-        return op
-    return torch.library.triton_op(qualname, launcher, mutates_args=())
 
 
 def _degree_joint_mask(x: torch.Tensor, n: int, log_p: torch.Tensor,
@@ -121,7 +113,7 @@ def _degree_joint_mask_fake(x, n, log_p, uniform):
             x.new_empty((x.shape[0], x.shape[3]), dtype=torch.bool))
 
 
-degree_joint_mask_op = _register("degree_joint_mask", _degree_joint_mask, _degree_joint_mask_fake)
+degree_joint_mask_op = register_op("degree_joint_mask", _degree_joint_mask, _degree_joint_mask_fake)
 
 
 def _joint_mask_backward(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -139,7 +131,7 @@ def _joint_mask_backward_fake(grad, mask):
     return torch.empty_like(grad, memory_format=torch.contiguous_format)
 
 
-joint_mask_backward_op = _register("joint_mask_backward", _joint_mask_backward, _joint_mask_backward_fake)
+joint_mask_backward_op = register_op("joint_mask_backward", _joint_mask_backward, _joint_mask_backward_fake)
 
 
 def _setup_context(ctx, inputs, output):

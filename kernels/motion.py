@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from . import INTERPRET
+from . import INTERPRET, register_op
 
 _TILE = 2 ** 18 if INTERPRET else 4096  # elements of the largest tile per program (the interpreter pays per op)
 
@@ -134,15 +134,6 @@ def _launch(x: torch.Tensor, lengths: Optional[torch.Tensor], k: int, largest: b
     return a, keep_mask, out
 
 
-def _register(name: str, launcher, fake):
-    """``triton_op`` on real Triton; ``custom_op`` + ``register_fake`` under the interpreter (see the
-    module docstring). Either way the op is ``torch.ops.fastskel.<name>`` with the same schema."""
-    qualname = f"fastskel::{name}"
-    if INTERPRET:
-        op = torch.library.custom_op(qualname, launcher, mutates_args=())
-        op.register_fake(fake)
-        return op
-    return torch.library.triton_op(qualname, launcher, mutates_args=())
 
 
 # --------------------------------------------------------------------------- frame_motion
@@ -154,7 +145,7 @@ def _frame_motion_fake(x, lengths):
     return x.new_empty((x.shape[0], x.shape[2]), dtype=torch.float32)
 
 
-frame_motion_op = _register("frame_motion", _frame_motion, _frame_motion_fake)
+frame_motion_op = register_op("frame_motion", _frame_motion, _frame_motion_fake)
 
 
 # --------------------------------------------------------------------------- motion_frame_mask
@@ -169,7 +160,7 @@ def _motion_frame_mask_fake(x, k, largest, lengths):
         x.new_empty((x.shape[0], x.shape[2]), dtype=torch.bool)
 
 
-motion_frame_mask_op = _register("motion_frame_mask", _motion_frame_mask, _motion_frame_mask_fake)
+motion_frame_mask_op = register_op("motion_frame_mask", _motion_frame_mask, _motion_frame_mask_fake)
 
 
 def _frame_mask_backward(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -187,7 +178,7 @@ def _frame_mask_backward_fake(grad, mask):
     return torch.empty_like(grad, memory_format=torch.contiguous_format)
 
 
-frame_mask_backward_op = _register("frame_mask_backward", _frame_mask_backward, _frame_mask_backward_fake)
+frame_mask_backward_op = register_op("frame_mask_backward", _frame_mask_backward, _frame_mask_backward_fake)
 
 
 def _setup_context(ctx, inputs, output):
