@@ -371,10 +371,11 @@ def _bwd_fused_space(lq: int, lk: int, d: int) -> List[dict]:
 
 
 def _bwd_tiled_space(lq: int, lk: int, d: int) -> List[dict]:
-    bn = [64, 128] if d <= 64 else [64]
-    bm = [32, 64] if d <= 64 else [32]
-    return [dict(BLOCK_M=m, BLOCK_N=n, num_warps=w, num_stages=s)
-            for n, m, w, s in itertools.product(bn, bm, [4, 8], [2, 3])]
+    if d <= 64:   # (BLOCK_M, BLOCK_N, warps, stages) that compile for sm_90 without spilling (ptxas)
+        cands = [(64, 64, 8, 2), (64, 64, 4, 2), (64, 64, 8, 3), (32, 64, 8, 2), (64, 128, 8, 2), (64, 128, 8, 3)]
+    else:
+        cands = [(32, 64, 8, 2), (32, 64, 4, 2), (32, 64, 8, 3)]
+    return [dict(BLOCK_M=m, BLOCK_N=n, num_warps=w, num_stages=s) for m, n, w, s in cands]
 
 
 def _key(c: dict) -> tuple:

@@ -328,6 +328,7 @@ def _setup_context(ctx, inputs, output):
     z1, _, lambd, cosine = inputs
     _, ac, gram, diag, inv, beta = output
     ctx.save_for_backward(ac, gram, diag, inv, beta)
+    ctx.mark_non_differentiable(ac, gram, diag, inv, beta)  # else autograd materialises zero grads for them
     ctx.lambd, ctx.cosine, ctx.dtype = lambd, cosine, z1.dtype
 
 

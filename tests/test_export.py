@@ -38,7 +38,9 @@ def test_export_onnx_matches_onnxruntime_and_torchscript(tmp_path, capsys):
     rep = json.loads((tmp_path / "exp" / "model.json").read_text())
     onnx_path = tmp_path / "exp" / "model.onnx"
     assert rep["files"]["onnx"]["bytes"] == onnx_path.stat().st_size
-    assert rep["parameters"] == sum(p.numel() for p in clf.parameters())
+    used = sum(p.numel() for p in enc.backbone.parameters()) + sum(p.numel() for p in clf.head.parameters())
+    assert rep["parameters"] == used                                  # the encoder's own classifier is not exported
+    assert rep["method_parameters"] == sum(p.numel() for p in enc.parameters())
     assert rep["num_classes"] == 4 and rep["sample_shape"] == [3, 10, 25, 2]
     assert rep["onnx_max_abs_diff"] <= rep["onnx_tolerance"] <= 1e-3
     assert all(v > 0 for v in rep["latency_ms_batch1"].values()) and "pytorch" in rep["latency_ms_batch1"]

@@ -14,6 +14,15 @@ from fastskel.ops.prototype import (SinkhornTargets, default_chunk_size, prototy
                                     prototype_cross_entropy_reference, sinkhorn_knopp, sinkhorn_reference)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny shapes run faster on one intra-op thread (and do not stall on a busy shared CPU)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _unit(*shape, gen, dtype=torch.float32):
     return F.normalize(torch.randn(*shape, generator=gen), dim=-1).to(dtype)
 
@@ -253,7 +262,9 @@ def test_sinkhorn_distributed_equals_single_process():
     world = 2
     with tempfile.TemporaryDirectory() as tmp:
         init, out = os.path.join(tmp, "init"), os.path.join(tmp, "q")
-        torch.multiprocessing.spawn(_ddp_worker, args=(world, init, z, w, out), nprocs=world, join=True)
+        # fork: the workers inherit the imported modules instead of re-importing torch (seconds each)
+        torch.multiprocessing.start_processes(_ddp_worker, args=(world, init, z, w, out), nprocs=world, join=True,
+                                              start_method="fork")
         got = torch.cat([torch.load(f"{out}.{r}") for r in range(world)])
     torch.testing.assert_close(got, sinkhorn_reference(z @ w.T, 0.05, 3), atol=2e-6, rtol=2e-4)
     # a rank-local Sinkhorn would differ (the prototype marginals are global)

@@ -9,9 +9,10 @@ Grouping and reference, from what each benchmark records:
 
 - group: ``benchmark.group`` (``@pytest.mark.benchmark(group=...)``), else
   ``extra_info["group"]``, else the test function's name without its parameters;
-- the reference of a group is the row with ``extra_info["backend"]`` (or ``"impl"``) equal to
-  ``"torch"``/``"reference"``, else the row whose parameter id says ``torch``/``reference``/``ref``,
-  with the same shape and dtype when several; ratio = reference median / row median (> 1: faster).
+- the reference rows of a group have ``extra_info["backend"]`` (or ``"impl"``) equal to
+  ``"torch"``/``"reference"``, else a parameter id saying ``torch``/``reference``/``ref``; a row is
+  compared with the reference of the same parameters but the implementation (``impl``/``backend``/
+  ``variant``), else of the same shape and dtype; ratio = reference median / row median (> 1: faster).
 """
 from __future__ import annotations
 
@@ -26,9 +27,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["find_benchmarks_dir", "run_benchmarks", "summarize", "format_markdown"]
+__all__ = ["BenchError", "find_benchmarks_dir", "run_benchmarks", "summarize", "format_markdown"]
 
 REF_NAMES = ("torch", "reference", "ref", "eager")
+
+
+class BenchError(RuntimeError):
+    """The benchmark run itself failed (its output above says why)."""
 
 
 def find_benchmarks_dir(path: Optional[str] = None) -> Path:
@@ -92,6 +97,22 @@ def _shape(b: Dict[str, Any]) -> str:
     return " ".join(f"{k}={info[k]}" for k in SHAPE_KEYS if k in info)
 
 
+IMPL_KEYS = ("impl", "backend", "variant")
+
+
+def _match_ref(b: Dict[str, Any], refs: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The reference with the same parameters but the implementation (e.g. same shape/dtype/options,
+    ``impl="reference"``), else the same shape and dtype, else the group's first reference."""
+    params = {k: v for k, v in (b.get("params") or {}).items() if k not in IMPL_KEYS}
+    for r in refs:
+        if params and {k: v for k, v in (r.get("params") or {}).items() if k not in IMPL_KEYS} == params:
+            return r
+    for r in refs:
+        if _shape(r) == _shape(b) and _info(r).get("dtype") == _info(b).get("dtype"):
+            return r
+    return refs[0] if refs else None
+
+
 def summarize(data: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Rows ``{benchmark, group, shape, dtype, device, median_ms, ratio}`` from pytest-benchmark JSON."""
     benches = data.get("benchmarks", [])
@@ -102,9 +123,7 @@ def summarize(data: Dict[str, Any]) -> List[Dict[str, Any]]:
     for g, items in groups.items():
         refs = [b for b in items if _is_ref(b)]
         for b in items:
-            cands = [r for r in refs if _shape(r) == _shape(b) and _info(r).get("dtype") == _info(b).get("dtype")] \
-                or refs
-            ref = cands[0] if cands else None
+            ref = b if b in refs else _match_ref(b, refs)
             med = float(b["stats"]["median"])
             ratio = float(ref["stats"]["median"]) / med if ref is not None and med > 0 else None
             rows.append({"benchmark": b.get("name"), "group": g, "shape": _shape(b),
@@ -145,9 +164,12 @@ def run_benchmarks(benchmarks: Optional[str] = None, out: str = "benchmarks/resu
             cmd += ["-k", keyword]
         cmd += [a for a in extra_args if a != "--"]
         proc = subprocess.run(cmd, cwd=str(bdir.parent), env=env, timeout=timeout)
-        if proc.returncode not in (0,) or not js.exists():
-            raise RuntimeError(f"bench: `{' '.join(cmd)}` failed with exit code {proc.returncode}"
-                               + ("" if js.exists() else " and wrote no results"))
+        if proc.returncode == 5:
+            raise ValueError(f"bench: no benchmark was selected in {bdir}"
+                             + (f" by -k {keyword!r}" if keyword else ""))
+        if proc.returncode != 0 or not js.exists():
+            raise BenchError(f"bench: `{' '.join(cmd)}` failed with exit code {proc.returncode}"
+                             + ("" if js.exists() else " and wrote no results"))
         data = json.loads(js.read_text())
     name, tag = _device()
     date = _dt.date.today().isoformat()

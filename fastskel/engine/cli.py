@@ -2,7 +2,7 @@
 
 The main job, on a CPU in a few minutes (see ``fastskel pretrain --help``)::
 
-    fastskel pretrain amr --data synthetic --epochs 5 --out runs/amr
+    fastskel pretrain amr --preset small --data synthetic --out runs/amr
     fastskel eval linear --checkpoint runs/amr/last.pt --data synthetic
 
 This module only parses and wires; the work is in :mod:`fastskel.engine`.
@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 __all__ = ["register"]
 
@@ -35,6 +35,8 @@ def _add_common(p: argparse.ArgumentParser, training: bool = True) -> None:
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     if training:
+        p.add_argument("--preset", metavar="NAME", help="named config overrides, e.g. 'small' (the CPU demo "
+                                                         "size); --config and --set apply on top")
         p.add_argument("--config", metavar="YAML", help="YAML mapping overriding fields of the method's config "
                                                          "(optional 'trainer:' section for engine options)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -43,16 +45,23 @@ def _add_common(p: argparse.ArgumentParser, training: bool = True) -> None:
         p.add_argument("--batch-size", type=int, help="global batch size (default: the config's)")
 
 
-def _overrides(args) -> Dict[str, Any]:
-    """Method-config overrides from --config, --set, --epochs, --batch-size (later wins)."""
+def _overrides(args, method: Optional[str] = None) -> Dict[str, Any]:
+    """Method-config overrides from --preset, --config, --set, --epochs, --batch-size (later wins)."""
     import yaml
 
     from .config import load_yaml, split_trainer_section
 
     data: Dict[str, Any] = {}
     trainer: Dict[str, Any] = {}
+    if getattr(args, "preset", None):
+        from .presets import get_preset
+
+        if method is None:
+            raise CLIError("--preset needs a method (--method NAME)")
+        data.update(get_preset(method, args.preset, _get_method(method)[1]))
     if getattr(args, "config", None):
-        data, trainer = split_trainer_section(load_yaml(args.config))
+        cfg_data, trainer = split_trainer_section(load_yaml(args.config))
+        data.update(cfg_data)
     for item in getattr(args, "overrides", None) or []:
         key, eq, val = item.partition("=")
         if not eq or not key.strip():
@@ -89,7 +98,7 @@ def _data_defaults(cfg_cls, ds, given: Dict[str, Any]) -> Dict[str, Any]:
 
     names = {f.name for f in dataclasses.fields(cfg_cls)}
     out = {}
-    n, (c, t, v, m) = len(ds), tuple(ds.x.shape[1:])
+    c, v = int(ds.x.shape[1]), int(ds.x.shape[3])
     for key, val in (("num_classes", int(ds.num_classes)), ("num_joints", int(v)), ("in_channels", int(c))):
         if key in names and key not in given:
             out[key] = val
@@ -111,7 +120,7 @@ def _build_config(name: str, args, ds, given: Optional[Dict[str, Any]] = None):
     from .config import apply_overrides
 
     _, cfg_cls = _get_method(name)
-    given = _overrides(args) if given is None else given
+    given = _overrides(args, name) if given is None else given
     _check_keys(name, given)
     auto = _data_defaults(cfg_cls, ds, given) if ds is not None else {}
     return apply_overrides(cfg_cls(**auto) if auto else cfg_cls(), given, where=f"{name} config")
@@ -137,7 +146,7 @@ def _guard(fn):
 
         try:
             return int(fn(args) or 0)
-        except (CLIError, ValueError, TypeError, FileNotFoundError, CheckpointError, KeyError) as e:
+        except (CLIError, ValueError, TypeError, FileNotFoundError, CheckpointError, KeyError, ImportError) as e:
             msg = e.args[0] if isinstance(e, KeyError) and e.args else e
             print(f"fastskel {args.command}: error: {msg}", file=sys.stderr)
             return 2
@@ -153,7 +162,7 @@ def cmd_pretrain(args) -> int:
 
     name = args.method
     cls, _ = _get_method(name)
-    given = _overrides(args)
+    given = _overrides(args, name)
     _check_keys(name, given)
     ds = load_dataset(args.data, "train")
     cfg = _build_config(name, args, ds, given)
@@ -197,8 +206,6 @@ def _eval_method(args, train_ds):
 
 
 def cmd_eval(args) -> int:
-    import torch
-
     from .data import load_dataset
     from .distributed import resolve_device
     from .evaluate import (Classifier, FinetuneConfig, extract_features, finetune, knn_accuracy, linear_probe,
@@ -268,25 +275,38 @@ def cmd_distill(args) -> int:
     distill = getattr(asma, "distill", None)
     if distill is None:
         raise CLIError("ASMa is not available yet: fastskel.methods.asma has no distill()")
+    from .checkpoint import load_checkpoint
     from .data import load_dataset
-    from .evaluate import load_method
+    from .evaluate import load_classifier, load_method
 
-    teacher, _ = load_method(args.teacher)
+    if not Path(args.teacher).exists():
+        raise FileNotFoundError(f"--teacher: no such checkpoint file: {args.teacher}")
+    kind = load_checkpoint(args.teacher).get("kind")
+    # a classifier file (e.g. `fastskel eval linear --out`) is a teacher with logits; a pretraining
+    # checkpoint gives the bare method (ASMa then fits its linear-probe aligner first)
+    teacher = load_classifier(args.teacher)[0] if kind == "classifier" else load_method(args.teacher)[0]
     train_ds = load_dataset(args.data, "train")
     test_ds = load_dataset(args.data, "test")
-    kw = {"teacher": teacher, "train": train_ds, "train_dataset": train_ds, "test": test_ds,
-          "test_dataset": test_ds, "epochs": args.epochs, "batch_size": args.batch_size, "device": args.device,
-          "out": args.out or str(Path(args.teacher).parent / "distill"), "seed": args.seed,
-          "temperature": args.temperature, "student_blocks": args.student_blocks,
-          "progress": not args.no_progress, "workers": args.workers}
+    out = args.out or str(Path(args.teacher).parent / "distill")
+    kw = {"teacher": teacher, "train": train_ds, "test": test_ds, "epochs": args.epochs,
+          "batch_size": args.batch_size, "device": args.device, "out": out, "seed": args.seed,
+          "temperature": args.temperature, "student_blocks": args.student_blocks, "lr": args.lr,
+          "teacher_epochs": args.teacher_epochs, "progress": not args.no_progress}
     params = inspect.signature(distill).parameters
     takes_kw = any(p.kind == p.VAR_KEYWORD for p in params.values())
     call = {k: v for k, v in kw.items() if v is not None and (takes_kw or k in params)}
     res = distill(**call)
-    if isinstance(res, (int, float)):
-        print(f"[fastskel] distill student top-1 accuracy: {float(res):.2f}%", flush=True)
-    elif isinstance(res, dict) and "top1" in res:
-        print(f"[fastskel] distill student top-1 accuracy: {float(res['top1']):.2f}%", flush=True)
+    top1 = res.get("top1") if isinstance(res, dict) else res
+    if isinstance(res, dict):
+        if "teacher_params" in res and "student_params" in res:
+            print(f"[fastskel] distill: teacher {res['teacher_params']:,} params -> student {res['student_params']:,} "
+                  f"({-float(res.get('param_reduction', 0.0)):.1f}%)", flush=True)
+        if res.get("teacher_top1") is not None:
+            print(f"[fastskel] distill teacher top-1 accuracy: {float(res['teacher_top1']):.2f}%", flush=True)
+        if res.get("path"):
+            print(f"[fastskel] student: {res['path']}", flush=True)
+    if isinstance(top1, (int, float)):
+        print(f"[fastskel] distill student top-1 accuracy: {float(top1):.2f}%", flush=True)
     return 0
 
 
@@ -327,10 +347,13 @@ def cmd_export(args) -> int:
 
 # ------------------------------------------------------------------------------------- bench
 def cmd_bench(args) -> int:
-    from .bench import run_benchmarks
+    from .bench import BenchError, run_benchmarks
 
-    jpath, mpath, rows = run_benchmarks(args.benchmarks, args.out, small=args.small, keyword=args.keyword,
-                                        extra_args=args.pytest_args)
+    try:
+        jpath, mpath, rows = run_benchmarks(args.benchmarks, args.out, small=args.small, keyword=args.keyword,
+                                            extra_args=args.pytest_args)
+    except BenchError as e:
+        raise CLIError(str(e)) from None
     print(mpath.read_text())
     print(f"[fastskel] wrote {jpath} and {mpath}")
     return 0
@@ -338,8 +361,6 @@ def cmd_bench(args) -> int:
 
 # ------------------------------------------------------------------------------------- profile
 def cmd_profile(args) -> int:
-    import torch
-
     from .distributed import resolve_device
     from .profile import format_table, profile_ops, write_results
 
@@ -360,10 +381,13 @@ def cmd_profile(args) -> int:
 PRETRAIN_HELP = """\
 Pretrain a method with the shared engine (optimizer, warmup + cosine, bf16 on CUDA, DDP under
 torchrun, atomic checkpoints <out>/last.pt + previous.pt, exact --resume, SIGTERM/SIGINT write a
-checkpoint first). The main job, on a CPU in a few minutes:
+checkpoint first). The main job, on a CPU in a few minutes (--preset small: a small model,
+15 epochs; the paper-size defaults need a GPU):
 
-  fastskel pretrain amr --data synthetic --epochs 5 --out runs/amr
+  fastskel pretrain amr --preset small --data synthetic --out runs/amr
   fastskel eval linear --checkpoint runs/amr/last.pt --data synthetic
+
+Config: --preset, then --config YAML, then --set KEY=VALUE, then --epochs/--batch-size.
 
 Multi-GPU: torchrun --nproc_per_node 8 -m fastskel.cli pretrain amr --data PATH
 """
@@ -415,12 +439,17 @@ def register(sub) -> None:
     p.set_defaults(func=_guard(cmd_eval))
 
     p = sub.add_parser("distill", help="distil an ASMa teacher into a small ST-GCN student")
-    p.add_argument("--teacher", required=True, metavar="CKPT", help="teacher checkpoint")
+    p.add_argument("--teacher", required=True, metavar="CKPT",
+                   help="ASMa pretraining checkpoint (a linear-probe teacher is fitted first) or a classifier "
+                        "file from `fastskel eval linear|finetune`")
     p.add_argument("--data", default="synthetic", metavar="SPEC", help="dataset (default: synthetic)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--temperature", type=float, help="distillation temperature (ASMa: 8)")
     p.add_argument("--student-blocks", type=int, help="ST-GCN blocks of the student (ASMa: 5)")
+    p.add_argument("--lr", type=float, help="student learning rate (ASMa: Adam 5e-3)")
+    p.add_argument("--teacher-epochs", type=int,
+                   help="epochs of the linear-probe teacher fitted first when --teacher is a pretraining checkpoint")
     p.add_argument("--device", default="auto")
     p.add_argument("--out")
     p.add_argument("--seed", type=int, default=0)

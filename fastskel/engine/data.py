@@ -51,8 +51,8 @@ def load_dataset(spec: str, split: str = "train"):
     try:
         from fastskel.data import load
     except ImportError:
-        raise RuntimeError("data: reading dataset files needs fastskel.data.load, which is not "
-                           "available in this build; use --data synthetic") from None
+        raise ImportError("data: reading dataset files needs fastskel.data.load, which is not "
+                          "available in this build; use --data synthetic") from None
     data = load(str(path), split=split)
     return data.dataset() if hasattr(data, "dataset") else data
 

@@ -23,7 +23,7 @@ import statistics
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import nn
@@ -153,8 +153,12 @@ def _export_onnx(model, x, ref, path: Path, atol, rtol, runs, opset) -> Dict[str
         log.setLevel(level)
     ep = getattr(prog, "exported_program", None)
     if ep is not None:  # parameters the exported graph really uses (not a teacher, decoder, ...)
-        rep["parameters"] = int(sum(ep.state_dict[n].numel() for n in ep.graph_signature.parameters
-                                    if n in ep.state_dict))
+        try:
+            used = {node.name for node in ep.graph.nodes if node.op == "placeholder" and len(node.users) > 0}
+            names = {p for inp, p in ep.graph_signature.inputs_to_parameters.items() if inp in used}
+            rep["parameters"] = int(sum(ep.state_dict[n].numel() for n in names if n in ep.state_dict))
+        except Exception:  # an exporter without these attributes: keep the module's count
+            pass
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(sess.run(None, {"x": x.numpy()})[0])
     diff = float((got - ref).abs().max())

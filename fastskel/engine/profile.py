@@ -12,7 +12,7 @@ import datetime as _dt
 import importlib
 import json
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 

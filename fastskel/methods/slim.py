@@ -519,9 +519,10 @@ class SLiM(nn.Module):
             if index is not None:
                 q = q[index]
             return prototype_cross_entropy_reference(zs @ ws.T, q, cfg.student_temp)
-        targets = sinkhorn_knopp(zt, wt, temp_t, cfg.sinkhorn_iters, cfg.chunk_size, backend=cfg.backend)
-        return prototype_cross_entropy(zs, ws, targets, cfg.student_temp, index=index, chunk_size=cfg.chunk_size,
-                                       backend=cfg.backend)
+        # one dtype per side: the embeddings' (bf16 under autocast, as DINOv2's heads), fp32 otherwise
+        targets = sinkhorn_knopp(zt, wt.to(zt.dtype), temp_t, cfg.sinkhorn_iters, cfg.chunk_size, backend=cfg.backend)
+        return prototype_cross_entropy(zs, ws.to(zs.dtype), targets, cfg.student_temp, index=index,
+                                       chunk_size=cfg.chunk_size, backend=cfg.backend)
 
     def _student_prototypes(self, head: DINOHead) -> torch.Tensor:
         w = head.prototypes()

@@ -6,12 +6,15 @@ supervised baseline. Objective: cross-entropy of ``classifier(encode(x))`` again
 
 Backbones (``backbone``):
 
-- ``"stgcn"``: :class:`fastskel.nn.STGCN` (st-gcn, spatial partition, edge importance) when that
-  module is available;
-- ``"tiny"``: a small graph-free net: per joint a temporal ``Conv2d((k, 1))`` stack with ReLU, a
-  learnable ``V×V`` joint mixing after each conv, then a mean over the valid frames, joints and
-  non-empty bodies. It has no BatchNorm and no dropout, so its loss is a plain mean over samples:
-  DDP on K ranks reproduces a single process on the same global batch exactly (the engine's test).
+- ``"stgcn"``: :class:`fastskel.nn.stgcn.STGCN` (st-gcn: spatial partition, edge importance,
+  ``depth`` blocks from ``hidden`` to ``out_dim`` channels, temporal kernel ``kernel``,
+  ``dropout``), per body, features averaged over time, joints and the non-empty bodies;
+- ``"tiny"``: a small graph-free net on each body centred at its mean position: ``depth`` temporal
+  ``Conv2d((kernel, 1))`` layers of width ``hidden`` with ReLU, a learnable ``V×V`` joint mixing
+  after each, then a mean over the valid frames, joints and non-empty bodies
+  (``feature_dim = hidden``). It has no BatchNorm and no
+  dropout, so its loss is a plain mean over samples: DDP on K ranks reproduces a single process on
+  the same global batch exactly (the engine's test).
 - ``"auto"`` (default): ``"stgcn"`` if importable, else ``"tiny"``; the resolved name is written
   back into ``method.config`` (so checkpoints rebuild the same network).
 
@@ -36,32 +39,31 @@ BACKBONES = ("auto", "stgcn", "tiny")
 
 def _stgcn_class():
     try:
-        from fastskel.nn import STGCN  # type: ignore[attr-defined]
+        from fastskel.nn.stgcn import STGCN
     except ImportError:
-        try:
-            from fastskel.nn.stgcn import STGCN  # type: ignore
-        except ImportError:
-            return None
+        return None
     return STGCN
 
 
 @dataclass
 class SupervisedConfig:
-    """Defaults: a CPU-friendly classifier (not a paper recipe).
+    """Defaults: the PSTL/ASMa-width ST-GCN (hidden 16, 10 blocks, 256-d) trained as a classifier
+    with a CPU-friendly schedule (not a paper recipe).
 
-    ``hidden``/``depth``: width and number of blocks of the backbone (``"stgcn"``: base channels and
-    blocks passed to ``STGCN`` if it accepts them); ``kernel``: temporal kernel of ``"tiny"``;
-    ``jitter``: std of Gaussian noise added to the valid coordinates in training (augmentation,
-    drawn from torch's global RNG; 0 = off).
+    ``hidden``/``depth``/``kernel``: first-stage width, number of blocks/layers and temporal kernel of
+    either backbone; ``out_dim``/``dropout``: ST-GCN only; ``jitter``: std of Gaussian noise added to
+    the valid coordinates in training (augmentation, drawn from torch's global RNG; 0 = off).
     """
 
     num_classes: int = 60
     in_channels: int = 3
     num_joints: int = 25
     backbone: str = "auto"
-    hidden: int = 64
-    depth: int = 2
-    kernel: int = 5
+    hidden: int = 16
+    depth: int = 10
+    kernel: int = 9
+    out_dim: int = 256
+    dropout: float = 0.0
     label_smoothing: float = 0.0
     jitter: float = 0.0
     # engine
@@ -75,7 +77,8 @@ class SupervisedConfig:
     betas: Tuple[float, float] = (0.9, 0.999)
 
     def __post_init__(self) -> None:
-        for name in ("num_classes", "in_channels", "num_joints", "hidden", "depth", "kernel", "epochs", "batch_size"):
+        for name in ("num_classes", "in_channels", "num_joints", "hidden", "depth", "kernel", "out_dim", "epochs",
+                     "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
@@ -87,6 +90,8 @@ class SupervisedConfig:
             raise ValueError(f"backbone: expected one of {BACKBONES}, got {self.backbone!r}")
         if self.optimizer not in ("adamw", "adam"):
             raise ValueError(f"optimizer: expected 'adamw' or 'adam', got {self.optimizer!r}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"dropout: expected a float in [0, 1), got {self.dropout}")
         if not float(self.jitter) >= 0.0:
             raise ValueError(f"jitter: expected a float >= 0, got {self.jitter}")
         if not 0.0 <= float(self.label_smoothing) < 1.0:
@@ -134,26 +139,17 @@ class Supervised(nn.Module):
                              "build; use backbone 'tiny'")
         self.config = dataclasses.replace(cfg, backbone=backbone)
         if backbone == "stgcn":
-            self.backbone = self._make_stgcn(stgcn, self.config)
-            self.feature_dim = int(getattr(self.backbone, "out_channels", None) or
-                                   getattr(self.backbone, "feature_dim"))
+            from fastskel.graph import SkeletonGraph
+
+            c = self.config
+            self.backbone = stgcn(c.in_channels, c.hidden, c.out_dim, c.depth,
+                                  graph=SkeletonGraph.for_joints(c.num_joints), dropout=c.dropout,
+                                  temporal_kernel=c.kernel)
+            self.feature_dim = int(self.backbone.out_dim)
         else:
             self.backbone = _TinyBackbone(self.config)
             self.feature_dim = self.backbone.out_channels
         self.classifier = nn.Linear(self.feature_dim, self.config.num_classes)
-
-    @staticmethod
-    def _make_stgcn(cls, cfg: SupervisedConfig) -> nn.Module:
-        import inspect
-
-        params = inspect.signature(cls).parameters
-        kw = {}
-        for key, val in (("in_channels", cfg.in_channels), ("hidden", cfg.hidden),
-                         ("base_channels", cfg.hidden), ("depth", cfg.depth), ("num_blocks", cfg.depth),
-                         ("num_joints", cfg.num_joints)):
-            if key in params:
-                kw[key] = val
-        return cls(**kw)
 
     # ------------------------------------------------------------------ contract
     def _features(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
@@ -169,13 +165,11 @@ class Supervised(nn.Module):
         present = bodies.detach().abs().flatten(1).amax(1).gt(0).reshape(n, m)
         present[:, 0] = True                                   # an all-zero action still has a body
         if self.config.backbone == "stgcn":
-            f = self.backbone(bodies)
-            if f.dim() == 4:                                   # (B, H, T', V)
-                f = f.mean(dim=(2, 3))
-            elif f.dim() == 3:                                 # (B, T', H)
-                f = f.mean(dim=1)
+            f = self.backbone(bodies)                          # (B, out_dim), mean over time and joints
         else:
-            h = self.backbone(bodies)                          # (B, H, T, V)
+            has = (bodies != 0).any(1, keepdim=True).to(bodies.dtype)           # (B, 1, T, V) joint present
+            center = (bodies * has).sum((2, 3), keepdim=True) / has.sum((2, 3), keepdim=True).clamp_min(1)
+            h = self.backbone((bodies - center) * has)          # (B, H, T, V), each body centred
             if lengths is not None:
                 L = lengths.to(h.device).clamp(min=1).repeat_interleave(m)
                 keep = (torch.arange(t, device=h.device)[None, :] < L[:, None]).to(h.dtype)
