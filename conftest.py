@@ -12,11 +12,13 @@ def pytest_addoption(parser):
                      help="run the benchmark suites in benchmarks/ (timed) instead of the tests")
 
 
-def _wants_benchmarks(config) -> bool:
-    opt = config.option
-    explicit = any(str(a).split("::")[0].rstrip("/").endswith("benchmarks") or "/benchmarks/" in str(a)
-                   or str(a).startswith("benchmarks") for a in config.args)
-    return bool(opt.benchmark or getattr(opt, "benchmark_only", False) or explicit)
+def _benchmarks_named(config) -> bool:
+    """Whether the command line named benchmark files/dirs (not just the ini's testpaths)."""
+    from _pytest.config import Config
+
+    if getattr(config, "args_source", None) == Config.ArgsSource.TESTPATHS:
+        return False
+    return any("benchmarks" in str(a).split("::")[0] for a in config.args)
 
 
 def pytest_configure(config):
@@ -25,11 +27,13 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    wanted = _wants_benchmarks(config)
+    only_bench = bool(config.option.benchmark or getattr(config.option, "benchmark_only", False))
+    want_bench = only_bench or _benchmarks_named(config)
     keep, drop = [], []
     for item in items:
         is_bench = "benchmark" in getattr(item, "fixturenames", ())
-        (keep if is_bench == wanted else drop).append(item)
+        wanted = want_bench if is_bench else not only_bench
+        (keep if wanted else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
