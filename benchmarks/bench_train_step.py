@@ -29,7 +29,7 @@ SMALL = os.environ.get("FASTSKEL_BENCH_SMALL", "0") == "1"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ACTIONS = 2 if SMALL else (128 if DEVICE == "cuda" else 8)
 RAW_T = 24 if SMALL else 300
-ROUNDS, WARMUP = (1, 0) if SMALL else ((20, 3) if DEVICE == "cuda" else (5, 1))
+ROUNDS, WARMUP = (1, 0) if SMALL else ((20, 3) if DEVICE == "cuda" else (3, 1))
 TINY = dict(num_frames=16, dim=32, depth=1, heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2,
             crop_min_frames=8)
 
@@ -97,7 +97,7 @@ def test_train_step(benchmark, _threads, name, cls, kw, backend):
 
     cfg = model.config
     info = benchmark.extra_info
-    info.update(variant=name, backend=backend, device=DEVICE,
+    info.update(variant=name, backend=backend, device=DEVICE, threads=torch.get_num_threads(),
                 dtype="bf16 autocast" if DEVICE == "cuda" else "fp32",
                 batch=f"{ACTIONS} actions x 2 bodies, raw T={RAW_T}, resized T={cfg.num_frames}",
                 tokens=cfg.num_tokens, visible=cfg.num_visible,

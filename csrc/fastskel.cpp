@@ -28,8 +28,18 @@ bool cuda_compiled() {
 }
 }  // namespace
 
+namespace fastskel {
+// csrc/cpu/ntu_parser.cpp: NTU .skeleton files -> [(ok, (3, T, J, M) float32 array | None, error, line)]
+pybind11::list read_ntu_skeletons(const std::vector<std::string>& paths, int64_t num_threads, int64_t max_bodies,
+                                  int64_t num_joints);
+}  // namespace fastskel
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "fastskel C++/CUDA extension: graph convolution ops (torch.ops.fastskel.*)";
   m.def("compiled_ops", &compiled_ops, "names of the ops registered under torch.ops.fastskel");
   m.def("cuda_compiled", &cuda_compiled, "whether CUDA kernels were compiled in");
+  m.def("read_ntu_skeletons", &fastskel::read_ntu_skeletons, pybind11::arg("paths"), pybind11::arg("num_threads") = 0,
+        pybind11::arg("max_bodies") = 2, pybind11::arg("num_joints") = 25,
+        "parse NTU RGB+D .skeleton files in parallel (GIL released); per file (ok, array (3, T, J, M) float32 "
+        "or None, error message, line)");
 }

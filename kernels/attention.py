@@ -25,14 +25,13 @@ transposed rotation (angle −θ). **Query broadcast** (Bq = 1, AMR's shared lea
 batch sum of dq happens inside the kernels with fp32 ``atomic_add`` into an ``(H, Lq, d)`` buffer,
 cast to q's dtype afterwards.
 
-Registration: ``fastskel::attention_fwd`` / ``fastskel::attention_bwd`` are ``torch.library.triton_op``
-with ``wrap_triton`` launches, so ``torch.compile(fullgraph=True)`` sees the kernels themselves,
-and autograd is attached with ``register_autograd``; :func:`attention` uses them while compiling and
-the equivalent ``AttentionFunction`` (same launchers, no dispatcher round trip) in eager mode. Under ``TRITON_INTERPRET=1``, ``wrap_triton``
-returns the interpreted function unchanged and ``triton_op``'s fake implementation (the op body)
-would launch the interpreter on FakeTensors; there the same ops are registered as opaque
-``torch.library.custom_op`` with explicit fake implementations (same names, schemas, strides and
-autograd), which is what CI exercises on CPU.
+Registration: ``fastskel::attention_fwd`` / ``fastskel::attention_bwd`` via
+:func:`fastskel.kernels.register_op` — ``torch.library.triton_op`` with ``wrap_triton`` launches, so
+``torch.compile(fullgraph=True)`` sees the kernels themselves; under ``TRITON_INTERPRET=1`` an
+opaque ``custom_op`` with an explicit fake (``wrap_triton`` hands back the interpreted function and
+the op body would run the interpreter on FakeTensors). Autograd is attached with
+``register_autograd``. :func:`attention` calls the ops while ``torch.compile`` traces and the
+equivalent ``AttentionFunction`` (same launchers, no dispatcher round trip) in eager mode.
 
 Limitations (honest list):
 
@@ -51,6 +50,10 @@ Limitations (honest list):
 - under the interpreter, bf16 dots are computed from fp32-upcast tiles (the Triton 3.x interpreter
   multiplies bf16 bit patterns otherwise); the rounding of P and dS to bf16 is kept.
 - a fully masked query row (every key padded) gives zeros in the output and zero gradients.
+- status: verified against the reference under the interpreter, and every kernel compiles for
+  sm_90 offline (Triton 3.9 → ptxas; the config spaces below avoid register spills at the methods'
+  shapes); not yet run or timed on a GPU — tests/test_attention.py's CUDA tests and
+  benchmarks/bench_attention.py are ready for that.
 """
 from __future__ import annotations
 
@@ -64,7 +67,7 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from fastskel.kernels import INTERPRET
+from fastskel.kernels import INTERPRET, register_op
 
 __all__ = ["AttentionFunction", "DTYPES", "HEAD_DIMS", "attention", "attention_bwd", "attention_fwd", "inv_freq",
            "unsupported"]
@@ -200,12 +203,15 @@ def _attn_bwd_fused(Q, K, V, O, DO, LSE, DQ, DK, DV, MASK, QPOS, KPOS, INVF, qk_
         for start_m in range(0, Lq, BLOCK_M):
             offs_m = start_m + tl.arange(0, BLOCK_M)
             m_valid = offs_m < Lq
-            q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :], mask=m_valid[:, None], other=0.0)
+            q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
+                        mask=m_valid[:, None], other=0.0)
             if HAS_ROPE:
                 qpos = tl.load(QPOS + offs_m, mask=m_valid, other=-1.0)
                 q = _rope(q.to(tl.float32), qpos, invf, BLOCK_M, HALF, 1.0).to(dt)
-            do = tl.load(DO + b * sdob + h * sdoh + offs_m[:, None] * sdom + offs_d[None, :], mask=m_valid[:, None], other=0.0)
-            o = tl.load(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :], mask=m_valid[:, None], other=0.0)
+            do = tl.load(DO + b * sdob + h * sdoh + offs_m[:, None] * sdom + offs_d[None, :],
+                         mask=m_valid[:, None], other=0.0)
+            o = tl.load(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :],
+                        mask=m_valid[:, None], other=0.0)
             delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
             lse = tl.load(LSE + (b * H + h) * Lq + offs_m, mask=m_valid, other=float("inf"))
             st = _dot(k, tl.trans(q), DOT_PREC, UPCAST) * qk_scale
@@ -221,7 +227,8 @@ def _attn_bwd_fused(Q, K, V, O, DO, LSE, DQ, DK, DV, MASK, QPOS, KPOS, INVF, qk_
                 full = m_valid[:, None] & (offs_d[None, :] < D)
                 tl.atomic_add(DQ + h * sdqh + offs_m[:, None] * sdqm + offs_d[None, :], dq, mask=full)
             else:
-                tl.store(DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqm + offs_d[None, :], dq.to(dt), mask=m_valid[:, None])
+                tl.store(DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqm + offs_d[None, :], dq.to(dt),
+                         mask=m_valid[:, None])
         dk = dk * scale
         if HAS_ROPE:
             dk = _rope(dk, kpos, invf, BLOCK_N, HALF, -1.0)
@@ -275,11 +282,13 @@ def _attn_bwd_tiled(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, MASK, QPOS, KPOS, INVF,
         for start_m in range(0, Lq, BLOCK_M):
             offs_m = start_m + tl.arange(0, BLOCK_M)
             m_valid = offs_m < Lq
-            q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :], mask=m_valid[:, None], other=0.0)
+            q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
+                        mask=m_valid[:, None], other=0.0)
             if HAS_ROPE:
                 qpos = tl.load(QPOS + offs_m, mask=m_valid, other=-1.0)
                 q = _rope(q.to(tl.float32), qpos, invf, BLOCK_M, HALF, 1.0).to(dt)
-            do = tl.load(DO + b * sdob + h * sdoh + offs_m[:, None] * sdom + offs_d[None, :], mask=m_valid[:, None], other=0.0)
+            do = tl.load(DO + b * sdob + h * sdoh + offs_m[:, None] * sdom + offs_d[None, :],
+                         mask=m_valid[:, None], other=0.0)
             lse = tl.load(LSE + row0 + offs_m, mask=m_valid, other=float("inf"))
             delta = tl.load(DELTA + row0 + offs_m, mask=m_valid, other=0.0)
             st = _dot(k, tl.trans(q), DOT_PREC, UPCAST) * qk_scale
@@ -300,18 +309,21 @@ def _attn_bwd_tiled(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, MASK, QPOS, KPOS, INVF,
         if HAS_ROPE:
             qpos = tl.load(QPOS + offs_m, mask=m_valid, other=-1.0)
             q = _rope(q.to(tl.float32), qpos, invf, BLOCK_M, HALF, 1.0).to(dt)
-        do = tl.load(DO + b * sdob + h * sdoh + offs_m[:, None] * sdom + offs_d[None, :], mask=m_valid[:, None], other=0.0)
+        do = tl.load(DO + b * sdob + h * sdoh + offs_m[:, None] * sdom + offs_d[None, :],
+                     mask=m_valid[:, None], other=0.0)
         lse = tl.load(LSE + row0 + offs_m, mask=m_valid, other=float("inf"))
         delta = tl.load(DELTA + row0 + offs_m, mask=m_valid, other=0.0)
         dq = tl.zeros([BLOCK_M, D], tl.float32)
         for start_n in range(0, Lk, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             n_valid = offs_n < Lk
-            k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=n_valid[:, None], other=0.0)
+            k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
+                        mask=n_valid[:, None], other=0.0)
             if HAS_ROPE:
                 kpos = tl.load(KPOS + offs_n, mask=n_valid, other=-1.0)
                 k = _rope(k.to(tl.float32), kpos, invf, BLOCK_N, HALF, 1.0).to(dt)
-            v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=n_valid[:, None], other=0.0)
+            v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :],
+                        mask=n_valid[:, None], other=0.0)
             keep = _key_keep(MASK, b, smb, offs_n, n_valid, HAS_MASK)
             s = _dot(q, tl.trans(k), DOT_PREC, UPCAST) * qk_scale
             p = tl.where(keep[None, :], tl.exp2(s - lse[:, None]), 0.0)
@@ -423,6 +435,9 @@ def _wrap(kernel, traced: bool):
     return wrap_triton(kernel) if traced and not INTERPRET else kernel
 
 
+_BEST: dict = {}   # (kernel, shape/flags key) -> the autotuner's pick, launched without its per-call key building
+
+
 def _launch(name, raw, tuned, space, grid, args, kwargs, traced):
     """Launch one kernel: the autotuned one on CUDA; the default config of ``space`` under the
     interpreter or with ``AUTOTUNE`` off; ``CONFIG_OVERRIDE[name]`` when set (tests, tuning).
@@ -432,8 +447,18 @@ def _launch(name, raw, tuned, space, grid, args, kwargs, traced):
         cfg = space[0]
     if cfg is not None:
         _wrap(raw, traced)[grid](*args, **kwargs, **cfg)
+        return
+    if traced:  # pragma: no cover - CUDA only
+        wrap_triton(tuned)[grid](*args, **kwargs)
+        return
+    key = (name, args[0].dtype, *args[-4:], *sorted(kwargs.items()))   # dtype, B, H, Lq, Lk, flags
+    cfg = _BEST.get(key)
+    if cfg is None:  # pragma: no cover - CUDA only
+        tuned[grid](*args, **kwargs)
+        best = tuned.best_config
+        _BEST[key] = {**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages}
     else:  # pragma: no cover - CUDA only
-        _wrap(tuned, traced)[grid](*args, **kwargs)
+        raw[grid](*args, **kwargs, **cfg)
 
 
 # --------------------------------------------------------------------------- host side
@@ -504,7 +529,8 @@ def _bwd_impl(do, q, k, v, o, lse, key_padding_mask, q_pos, k_pos, inv_freq_, sc
         args = (q, k, v, o, do, lse, dq, dk, dv, mask, *ropes, qk_scale, scale,
                 *qs, *_s3(k), *_s3(v), *_s3(o), *_s3(do), *tail)
         grid = lambda meta: (triton.cdiv(b * h, meta["PAIRS"]),)  # noqa: E731
-        _launch("bwd_fused", _attn_bwd_fused, _bwd_fused_tuned, _bwd_fused_space(lq, lk, d), grid, args, common_kw, traced)
+        _launch("bwd_fused", _attn_bwd_fused, _bwd_fused_tuned, _bwd_fused_space(lq, lk, d), grid, args,
+                common_kw, traced)
     else:
         delta = torch.empty((b, h, lq), dtype=torch.float32, device=q.device)
         blk = 64
@@ -512,8 +538,10 @@ def _bwd_impl(do, q, k, v, o, lse, key_padding_mask, q_pos, k_pos, inv_freq_, sc
             o, do, delta, *_s3(o), *_s3(do), b, h, lq, D=d, BLOCK_M=blk)
         args = (q, k, v, do, lse, delta, dq, dk, dv, mask, *ropes, qk_scale, scale,
                 *qs, *_s3(k), *_s3(v), *_s3(do), *tail)
-        grid = lambda meta: (b * h, max(triton.cdiv(lk, meta["BLOCK_N"]), triton.cdiv(lq, meta["BLOCK_M"])))  # noqa: E731
-        _launch("bwd_tiled", _attn_bwd_tiled, _bwd_tiled_tuned, _bwd_tiled_space(lq, lk, d), grid, args, common_kw, traced)
+        grid = lambda meta: (b * h, max(triton.cdiv(lk, meta["BLOCK_N"]),  # noqa: E731
+                                        triton.cdiv(lq, meta["BLOCK_M"])))
+        _launch("bwd_tiled", _attn_bwd_tiled, _bwd_tiled_tuned, _bwd_tiled_space(lq, lk, d), grid, args,
+                common_kw, traced)
     if bcast:
         dq = dq.to(q.dtype)
     return dq, dk, dv
@@ -541,17 +569,8 @@ def attention_bwd_def(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: tor
     return _bwd_impl(do, q, k, v, o, lse, key_padding_mask, q_pos, k_pos, inv_freq, scale)
 
 
-def _register(name, fn, fake):
-    if INTERPRET:
-        op = torch.library.custom_op(f"fastskel::{name}", fn, mutates_args=())
-        op.register_fake(fake)
-    else:  # pragma: no cover - CUDA only
-        op = torch.library.triton_op(f"fastskel::{name}", fn, mutates_args=())
-    return op
-
-
-attention_fwd = _register("attention_fwd", attention_fwd_def, _fwd_fake)
-attention_bwd = _register("attention_bwd", attention_bwd_def, _bwd_fake)
+attention_fwd = register_op("attention_fwd", attention_fwd_def, _fwd_fake)
+attention_bwd = register_op("attention_bwd", attention_bwd_def, _bwd_fake)
 
 
 def _setup_context(ctx, inputs, output):

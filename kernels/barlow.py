@@ -17,7 +17,8 @@ sums, one program per feature block), ``_gram`` (upper-triangular tiles of ``G1`
 partials, ``tl.dot`` in IEEE fp32 — no TF32), ``_gram_reduce`` (split-K sum and ``⟨G1, G2⟩`` partials),
 ``_loss`` (one program: the final sums in float64). Backward: ``_bwd`` (``G a`` tiles, the diagonal
 term, column sums and the normalisation backward, one program per feature block and side).
-Work O(B²D), memory O(BD + B²): no ``D × D`` buffer.
+Work O(B²D), memory O(BD + B²): no ``D × D`` buffer (saved: ``zₙ`` 2·B·D fp32 and ``G``; the
+backward adds 2·B·D fp32, finished in place for fp32 inputs, plus the output for other dtypes).
 
 Registered as ``torch.ops.fastskel.barlow_twins_triton`` (forward: loss plus the saved tensors) and
 ``torch.ops.fastskel.barlow_twins_triton_backward`` with ``torch.library.triton_op`` +
@@ -188,7 +189,8 @@ def _loss_kernel(dpart_ptr, n_dblocks, gpart_ptr, n_gblocks, out_ptr, lambd, inv
 @triton.jit
 def _bwd_kernel(ac_ptr, g_ptr, d_ptr, inv_ptr, beta_ptr, go_ptr, scratch_ptr, dz_ptr,
                 B, D, lambd, inv_s, inv_s2, inv_b,
-                CENTER: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                CENTER: tl.constexpr, IN_PLACE: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     # side 0: ∂/∂z1 uses own = a, other = c, G_other = G2; side 1 the mirror.
     pid = tl.program_id(0)
     side = tl.program_id(1)
@@ -241,7 +243,10 @@ def _bwd_kernel(ac_ptr, g_ptr, d_ptr, inv_ptr, beta_ptr, go_ptr, scratch_ptr, dz
         g = tl.load(scr_ptr + offs, mask=m, other=0.0)
         own = tl.load(own_ptr + offs, mask=m, other=0.0)
         dz = inv[None, :] * (g - mean_g[None, :] - own * proj[None, :])
-        tl.store(out_ptr + offs, dz.to(out_ptr.dtype.element_ty), mask=m)
+        if IN_PLACE:  # fp32 output: finish in the scratch buffer (same program, same elements)
+            tl.store(scr_ptr + offs, dz, mask=m)
+        else:
+            tl.store(out_ptr + offs, dz.to(out_ptr.dtype.element_ty), mask=m)
 
 
 def _pow2(n: int, lo: int, hi: int) -> int:
@@ -314,13 +319,14 @@ def barlow_twins_triton_backward(grad: torch.Tensor, ac: torch.Tensor, gram: tor
     inv_s = 1.0 if cosine else 1.0 / b
     grad = grad.to(torch.float32).reshape(1)
     scratch = torch.empty((2, b, dd), device=dev, dtype=torch.float32)
-    dz = torch.empty((2, b, dd), device=dev, dtype=dtype)
+    in_place = dtype == torch.float32
+    dz = scratch if in_place else torch.empty((2, b, dd), device=dev, dtype=dtype)  # unused by the kernel if in place
     block_m = _pow2(b, 16, 64)
     block_k = _pow2(b, 16, 32)
     block_n = _pow2(dd, 16, 128 if INTERPRET else 64)
     wrap_triton(_bwd_kernel)[(triton.cdiv(dd, block_n), 2)](
         ac, gram, diag, inv, beta, grad, scratch, dz, b, dd, float(lambd), inv_s, inv_s * inv_s, 1.0 / b,
-        CENTER=not cosine, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+        CENTER=not cosine, IN_PLACE=in_place, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
     return dz
 
 
@@ -328,11 +334,14 @@ def _setup_context(ctx, inputs, output):
     z1, _, lambd, cosine = inputs
     _, ac, gram, diag, inv, beta = output
     ctx.save_for_backward(ac, gram, diag, inv, beta)
-    ctx.mark_non_differentiable(ac, gram, diag, inv, beta)  # else autograd materialises zero grads for them
+    ctx.mark_non_differentiable(ac, gram, diag, inv, beta)
+    ctx.set_materialize_grads(False)  # else autograd builds zero gradients for them (2·B·D + 2·B²)
     ctx.lambd, ctx.cosine, ctx.dtype = lambd, cosine, z1.dtype
 
 
 def _backward(ctx, grad, *_unused):
+    if grad is None:
+        return None, None, None, None
     ac, gram, diag, inv, beta = ctx.saved_tensors
     dz = barlow_twins_triton_backward(grad, ac, gram, diag, inv, beta, ctx.lambd, ctx.cosine, ctx.dtype)
     return dz[0], dz[1], None, None

@@ -1,6 +1,5 @@
 """AMR and its MAMP baseline (issue #9, SPEC §5): shapes, masking, objectives, gradients, fast paths,
 MAMP checkpoints, and pretraining → linear probe beating a random encoder."""
-import dataclasses
 import importlib
 import math
 
@@ -12,7 +11,7 @@ from fastskel.backend import cpp_status, triton_status
 from fastskel.methods import get_method
 from fastskel.methods import amr as amr_mod
 from fastskel.methods.amr import (
-    AMR, AMRConfig, MAMP, MAMPConfig, crop_resize, keep_count, load_mamp_checkpoint,
+    AMR, AMRConfig, MAMP, MAMPConfig, keep_count, load_mamp_checkpoint,
     mamp_state_dict_to_fastskel, motion_aware_masking, token_motion,
 )
 from fastskel.nn.decoder import CrossAttentionDecoder
@@ -140,35 +139,6 @@ def test_block_is_pre_norm_residual():
     h = x + blk.attn(blk.norm1(x))
     assert torch.allclose(blk(x), h + blk.mlp.fc2(F.gelu(blk.mlp.fc1(blk.norm2(h)))), atol=1e-6)
     assert blk.norm1.eps == 1e-6 and blk.mlp.fc1.out_features == 64 and blk.attn.qkv.bias is not None
-
-
-# ----------------------------------------------------------------------------- crop-resize
-def test_crop_resize_eval_is_linear_interpolation_of_valid_frames():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 3, 50, 4, 2, generator=g)
-    L = torch.tensor([50, 33, 7])
-    for out_t in (20, 80):
-        out = crop_resize(x, L, out_t, None)
-        for i in range(3):
-            seq = x[i, :, :L[i]].permute(0, 2, 3, 1).reshape(1, -1, int(L[i]))
-            ref = F.interpolate(seq, size=out_t, mode="linear", align_corners=False)
-            ref = ref.view(3, 4, 2, out_t).permute(0, 3, 1, 2)
-            torch.testing.assert_close(out[i], ref, atol=2e-5, rtol=1e-5)
-
-
-def test_crop_resize_random_crops_stay_in_the_valid_range():
-    n, t, out_t = 64, 100, 32
-    L = torch.randint(10, t + 1, (n,), generator=torch.Generator().manual_seed(1))
-    ramp = torch.arange(t, dtype=torch.float32).view(1, 1, t, 1, 1).expand(n, 1, t, 1, 1).contiguous()
-    out = crop_resize(ramp, L, out_t, (0.5, 1.0), min_frames=8, generator=torch.Generator().manual_seed(2))[:, 0, :, 0, 0]
-    slope = out[:, out_t // 2 + 1] - out[:, out_t // 2]                  # crop / out_t in the interior
-    crop = slope * out_t
-    lo = torch.minimum(torch.maximum(torch.floor(L * 0.5), torch.tensor(8.0)), L.float())
-    assert (crop >= lo - 1e-3).all() and (crop <= L + 1e-3).all()
-    assert (out >= 0).all() and (out <= (L - 1)[:, None].float() + 1e-4).all()
-    assert len(set(crop.round().tolist())) > 5                           # crops really vary
-    again = crop_resize(ramp, L, out_t, (0.5, 1.0), 8, torch.Generator().manual_seed(2))[:, 0, :, 0, 0]
-    assert torch.equal(out, again)
 
 
 # ----------------------------------------------------------------------------- masking

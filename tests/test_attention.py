@@ -152,15 +152,51 @@ def test_tiled_backward_matches_fused(monkeypatch):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+@requires_triton
+def test_autotuned_launch_caches_the_pick(monkeypatch):
+    """The CUDA launch path: the first call of a shape autotunes, later calls reuse its pick."""
+    kernel = _kernel()
+    calls = []
+
+    class FakeTuner:          # stands in for triton.autotune: runs and reports one config
+        def __init__(self, raw, space_fn):
+            self.raw, self.space_fn = raw, space_fn
+
+        def __getitem__(self, grid):
+            def run(*args, **kwargs):
+                calls.append(self.raw.__name__)
+                cfg = dict(self.space_fn(args[-2], args[-1], kwargs["D"])[-1])
+                self.best_config = type("Cfg", (), dict(kwargs={k: v for k, v in cfg.items() if "num_" not in k},
+                                                        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"]))
+                self.raw[grid](*args, **kwargs, **cfg)
+            return run
+
+    monkeypatch.setattr(kernel, "INTERPRET", False)       # the raw kernels stay interpreted
+    monkeypatch.setattr(kernel, "AUTOTUNE", True)
+    monkeypatch.setattr(kernel, "_BEST", {})
+    monkeypatch.setattr(kernel, "_fwd_tuned", FakeTuner(kernel._attn_fwd, kernel._fwd_space))
+    monkeypatch.setattr(kernel, "_bwd_fused_tuned", FakeTuner(kernel._attn_bwd_fused, kernel._bwd_fused_space))
+    for seed in (0, 1):
+        check_against_reference(*make_inputs(1, 3, 1, 13, 9, 16, FP32, mask=True, seed=seed))
+    assert calls == ["_attn_fwd", "_attn_bwd_fused"]      # tuned once per kernel, then cached
+    assert len(kernel._BEST) == 2
+
+
 # ----------------------------------------------------------------------------------------------
 # the full matrix (CUDA only): every length pair × dtype, head dims / Bq / mask / RoPE cycled
 LENGTHS = (1, 7, 75, 125, 205)
 FULL = [(lq, lk, dt, i) for i, (lq, lk, dt) in enumerate(itertools.product(LENGTHS, LENGTHS, (FP32, BF16, FP16)))]
 
 
+@pytest.fixture
+def no_autotune(monkeypatch):
+    """Heuristic configs: the matrix would otherwise autotune every one of its 75 shapes."""
+    monkeypatch.setattr(_kernel(), "AUTOTUNE", False)
+
+
 @requires_cuda
 @pytest.mark.parametrize("lq,lk,dtype,i", FULL, ids=[f"{a}x{b}-{str(t)[6:]}" for a, b, t, _ in FULL])
-def test_full_matrix_cuda(lq, lk, dtype, i):
+def test_full_matrix_cuda(no_autotune, lq, lk, dtype, i):
     d = (16, 32, 64, 128)[i % 4]
     bq, b = (1, 4) if i % 3 == 0 else (4, 4)
     mask, rope = bool(i % 2), bool((i // 2) % 2)
@@ -174,6 +210,29 @@ def test_method_shapes_cuda(name, shape):
     bq, b, h, lq, lk, d = shape
     check_against_reference(*make_inputs(bq, b, h, lq, lk, d, BF16, mask=name == "amr", rope=name == "slim",
                                          seed=7, device="cuda"))
+
+
+def _spaces():
+    k = _kernel()
+    # (kernel name, space function, shape (Bq, B, H, Lq, Lk, d), mask, rope)
+    return [("fwd", k._fwd_space, (1, 8, 3, 125, 75, 32), True, False),
+            ("bwd_fused", k._bwd_fused_space, (1, 8, 3, 125, 75, 32), True, False),
+            ("fwd", k._fwd_space, (8, 8, 3, 13, 13, 64), True, True),
+            ("bwd_fused", k._bwd_fused_space, (8, 8, 3, 13, 13, 64), True, True),
+            ("fwd", k._fwd_space, (8, 8, 3, 205, 205, 32), False, True),
+            ("bwd_tiled", k._bwd_tiled_space, (1, 8, 3, 205, 205, 32), False, True)]
+
+
+@pytest.mark.slow
+@requires_cuda
+@pytest.mark.parametrize("which", range(6))
+def test_every_autotune_config_cuda(monkeypatch, which):
+    """Each config the autotuner may pick at the methods' shapes gives the reference's result."""
+    name, space_fn, (bq, b, h, lq, lk, d), mask, rope = _spaces()[which]
+    kernel = _kernel()
+    for cfg in space_fn(lq, lk, d):
+        monkeypatch.setattr(kernel, "CONFIG_OVERRIDE", {name: cfg})
+        check_against_reference(*make_inputs(bq, b, h, lq, lk, d, BF16, mask, rope, seed=9, device="cuda"))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """BarlowTwinsLoss under torch.distributed: two gloo processes on CPU.
 
 The test runs this file as a script in a subprocess (bounded by a timeout); the script spawns two
-ranks (forked) that rendezvous through a FileStore in a temporary directory (no TCP port to pick or race
+ranks (spawned) that rendezvous through a FileStore in a temporary directory (no TCP port to pick or race
 for). Each rank projects its half of a global batch through a DDP-wrapped Linear and computes the
 loss with ``distributed="auto"``. Checked against one process on the concatenated batch: the loss,
 the embeddings' gradients (``world_size ×`` the single-process slice, see BarlowTwinsLoss) and the
 DDP-averaged parameter gradients (equal to the single-process ones).
 """
+import datetime
 import os
 import subprocess
 import sys
@@ -39,7 +40,8 @@ def _worker(rank, out_dir, store_file):
     from fastskel.nn.losses import BarlowTwinsLoss
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=90))  # a stuck collective fails, not hangs
     try:
         for i, (b, d, normalize) in enumerate(CASES):
             x1, x2, proj = _global_views(b, d, seed=100 + i)
@@ -75,7 +77,7 @@ def _single_process(i, b, d, normalize):
 def test_distributed_loss_equals_single_process_on_global_batch(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.run([sys.executable, __file__, str(tmp_path)], env=env, capture_output=True, text=True,
-                          timeout=180)
+                          timeout=300)
     assert proc.returncode == 0, f"distributed workers failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
     for i, (b, d, normalize) in enumerate(CASES):
         loss, g1, g2, gw, gb = _single_process(i, b, d, normalize)
@@ -100,8 +102,5 @@ def test_distributed_loss_equals_single_process_on_global_batch(tmp_path):
 if __name__ == "__main__":
     import torch.multiprocessing as mp
 
-    import fastskel.nn.losses  # noqa: F401  (imported once, before forking the ranks)
-
     out = sys.argv[1]
-    mp.start_processes(_worker, args=(out, os.path.join(out, "store")), nprocs=WORLD, join=True,
-                       start_method="fork")
+    mp.spawn(_worker, args=(out, os.path.join(out, "store")), nprocs=WORLD, join=True)

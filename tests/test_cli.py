@@ -134,9 +134,14 @@ def test_distill_cli(tmp_path, run, capsys):
         assert main(["distill", "--teacher", str(run / "last.pt")]) == 2
         assert "ASMa is not available yet" in capsys.readouterr().err
         return
-    tiny = ["--set", "num_frames=12", "--set", "hidden_channels=4", "--set", "depth=2", "--set", "out_dim=8",
-            "--set", "projector_dims=[16]", "--set", "joint_mask_n=2", "--set", "frame_mask_k=2", "--set", "pad=2",
-            "--set", "warmup_epochs=0"]
+    import dataclasses
+
+    from fastskel.methods import get_method
+
+    fields = {f.name for f in dataclasses.fields(get_method("asma")[1])}
+    small = dict(num_frames=12, hidden_channels=4, depth=2, out_dim=8, projector_dims="[16]", joint_mask_n=2,
+                 frame_mask_k=2, pad=2, warmup_epochs=0)
+    tiny = [a for k, v in small.items() if k in fields for a in ("--set", f"{k}={v}")]
     assert main(["pretrain", "asma", "--data", DATA, "--epochs", "1", "--batch-size", "6", *tiny,
                  "--no-progress", "--out", str(tmp_path)]) == 0
     rc = main(["distill", "--teacher", str(tmp_path / "last.pt"), "--data", DATA, "--epochs", "1", "--batch-size", "6",

@@ -59,8 +59,9 @@ def test_semi_subset_stratified_seeded():
 def _blobs(n=48, k=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(n) % k
-    x = torch.randn(n, 3, 8, 25, 1, generator=g) * 0.3
-    x[:, 0] += (y.view(n, 1, 1, 1).float() - 1) * 2.0                # class = x-offset of every joint
+    x = torch.randn(n, 3, 8, 25, 1, generator=g) * 0.3 + 1.0
+    wave = torch.sin(torch.arange(8) * (2 * torch.pi / 8)).view(1, 8, 1, 1)
+    x[:, 1] += y.view(n, 1, 1, 1).float() * 1.5 * wave                 # class = amplitude of a vertical bob
     return SkeletonDataset(x, y)
 
 

@@ -154,6 +154,15 @@ def test_resume_is_bit_identical(tmp_path, stop):
     assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
 
 
+def test_checkpoint_every_n_iterations_keeps_last_and_previous(tmp_path):
+    ds = tiny_data()
+    Trainer(make_method(Supervised, epochs=1), ds, opts(tmp_path, checkpoint_every=2), "supervised").fit()
+    assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 5          # end of the epoch (= the run)
+    assert load_checkpoint(tmp_path / "previous.pt")["iteration"] == 4      # the last 2-iteration one
+    events = [json.loads(s) for s in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "checkpoint"] == [2, 4, 5]
+
+
 def test_resume_with_other_config_is_refused(tmp_path):
     ds = tiny_data()
     Trainer(make_method(), ds, opts(tmp_path), "supervised").fit(stop_after=3)

@@ -17,14 +17,15 @@ from conftest import CUDA, DEVICES, HAS_C, requires_C, requires_cuda
 
 pytestmark = requires_C
 
-# (N, C_in, C_out, T, V, K, bias)
+# (N, C_in, C_out, T, V, K, bias); the CPU kernels' association order (by their cost model) in the
+# comments: forward / backward, "agg" = joint aggregation first, "mix" = channel mix first.
 SHAPES = [
-    (2, 3, 16, 7, 25, 3, True),     # st-gcn first block (NTU-25), aggregate-first
-    (1, 16, 16, 1, 25, 3, False),   # batch 1, T = 1, C_in == C_out
-    (3, 5, 7, 4, 18, 2, True),      # odd channels, V = 18 (OpenPose)
-    (2, 13, 6, 3, 7, 1, True),      # C_in > C_out: mix-first, K = 1
-    (2, 9, 5, 2, 33, 3, True),      # V = 33 > 32: two joint blocks of 8-wide vectors
-    (1, 1, 1, 1, 1, 1, True),       # degenerate
+    (2, 3, 16, 7, 25, 3, True),     # st-gcn first block (NTU-25)              agg / agg
+    (1, 16, 16, 1, 25, 3, False),   # batch 1, T = 1, C_in == C_out, no bias   agg / mix
+    (3, 5, 7, 4, 18, 2, True),      # odd channels, V = 18 (OpenPose)          agg / agg
+    (2, 13, 6, 3, 7, 1, True),      # C_in > C_out, K = 1                      mix / mix
+    (2, 9, 5, 2, 33, 3, True),      # V = 33 > 32: two blocks of joints        mix / mix
+    (1, 1, 1, 1, 1, 1, True),       # degenerate                               mix / mix
 ]
 # dtype, tolerance relative to the output scale
 DTYPES = [(torch.float32, 1e-5), (torch.float64, 1e-11)]
@@ -82,11 +83,12 @@ def test_reduced_precision(dtype, device):
         _assert_close(g_.float(), w_, 2e-2, name)
 
 
+@pytest.mark.parametrize("shape", [(2, 4, 6, 3, 11, 3, True), (2, 7, 3, 2, 5, 2, True)], ids=["agg", "mix"])
 @pytest.mark.parametrize("need", [(False, True, True, True), (True, False, False, False), (False, True, False, False),
                                   (False, False, True, False), (False, False, False, True)],
                          ids=["no_x", "x_only", "A_only", "w_only", "b_only"])
-def test_partial_gradients(need):
-    x, A, w, b, gy = _inputs((2, 4, 6, 3, 11, 3, True), torch.float64)
+def test_partial_gradients(need, shape):
+    x, A, w, b, gy = _inputs(shape, torch.float64)
     got = _fwd_bwd(lambda *a: graph_conv(*a, backend="cpp"), x, A, w, b, gy, need)
     want = _fwd_bwd(lambda *a: R.graph_conv(*a), x, A, w, b, gy, need)
     for r, g_, w_ in zip(need, got[1:], want[1:]):
@@ -116,7 +118,8 @@ def test_non_contiguous_inputs():
 
 
 def test_gradcheck_float64():
-    x, A, w, b, _ = _inputs((2, 3, 4, 3, 6, 2, True), torch.float64)
+    # aggregate-first order (C_in < C_out), with bias
+    x, A, w, b, _ = _inputs((1, 2, 8, 3, 5, 2, True), torch.float64)
     args = [z.requires_grad_() for z in (x, A, w, b)]
     assert torch.autograd.gradcheck(lambda *a: graph_conv(*a, backend="cpp"), args)
     # mix-first order (C_in > C_out), no bias

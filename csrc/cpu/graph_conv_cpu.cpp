@@ -77,6 +77,34 @@ struct Dims {
   int64_t Cp() const { return Cin + (has_bias ? 1 : 0); }
 };
 
+// Multiply-adds per frame of one sample (the factor T*N is common to every order).
+//   forward, aggregate first: Z = x'A (K C' V^2) + y = W'Z (C_out K C' V)
+//   forward, mix first:       H = Wx+b (K C_out C_in V) + y = sum H_k A_k (K C_out V^2)
+inline bool forward_aggregate_first(const Dims& d) {
+  const double V = double(d.V), Cp = double(d.Cp()), Ci = double(d.Cin), Co = double(d.Cout);
+  return Cp * (V + Co) <= Co * (Ci + V);
+}
+
+// Backward orders, for the gradients requested:
+//   "aggregate" (A): G = W'^T gy (K C' C_out V); grad_x = sum G_k A_k^T (K C_in V^2);
+//                    grad_A = x^T G (K C_in V^2); grad_W' = gy (x'A)^T (K C_in V^2 + K C' C_out V)
+//   "mix" (B):       GH = gy A^T (K C_out V^2); grad_x = W^T GH (K C_out C_in V);
+//                    grad_W, grad_b from GH x^T (K C_out C_in V);
+//                    grad_A = H^T gy with H = Wx+b (K C_out C_in V + K C_out V^2)
+inline bool backward_aggregate_first(const Dims& d, bool gx, bool gA, bool gw) {
+  const double V = double(d.V), Cp = double(d.Cp()), Ci = double(d.Cin), Co = double(d.Cout), K = double(d.K);
+  double a = 0, b = 0;
+  if (gx || gA) a += K * Cp * Co * V;
+  if (gx) a += K * Ci * V * V;
+  if (gA) a += K * Ci * V * V;
+  if (gw) a += K * Ci * V * V + K * Cp * Co * V;
+  if (gx || gw) b += K * Co * V * V;
+  if (gx) b += K * Co * Ci * V;
+  if (gw) b += K * Co * Ci * V;
+  if (gA) b += K * Co * Ci * V + K * Co * V * V;
+  return a <= b;
+}
+
 inline int64_t frames_per_chunk(int64_t channels_times_k, int64_t V, int64_t T, int64_t elem_size) {
   // Per-thread intermediate of channels_times_k * Tc * V elements, ~128 KiB (L2-resident).
   const int64_t budget = (int64_t(128) << 10) / elem_size;
@@ -561,7 +589,7 @@ void gemm_abt(int64_t M, int64_t N, int64_t P, const T* A, int64_t lda, const T*
 template <typename T>
 struct Prepared {
   int64_t Vp, Cp;
-  std::vector<T> Ap, ATp, Wc, WcT, s;
+  std::vector<T> Ap, ATp, Wc, WcT, WT, s;
 
   Prepared(const Dims& d, const T* A, const T* weight, const T* bias) {
     constexpr int W = Simd<T>::W;
@@ -582,6 +610,9 @@ struct Prepared {
     // Wc[c][k*Cp + ci] = W'[k][c][ci]; WcT is its transpose (K*Cp, Cout).
     Wc.assign(Cout * K * Cp, T(0));
     WcT.assign(K * Cp * Cout, T(0));
+    WT.assign(Cin * K * Cout, T(0));
+    for (int64_t o = 0; o < K * Cout; ++o)
+      for (int64_t ci = 0; ci < Cin; ++ci) WT[ci * K * Cout + o] = weight[o * Cin + ci];
     for (int64_t k = 0; k < K; ++k)
       for (int64_t c = 0; c < Cout; ++c) {
         for (int64_t ci = 0; ci < Cin; ++ci) {
@@ -622,7 +653,7 @@ template <typename T>
 void forward(const Dims& d, const T* x, const T* A, const T* weight, const T* bias, T* y) {
   const Prepared<T> pr(d, A, weight, bias);
   const int64_t TV = d.T * d.V, V = d.V;
-  const bool agg_first = d.Cin <= d.Cout;
+  const bool agg_first = forward_aggregate_first(d);
   const int64_t tc_max = agg_first ? frames_per_chunk(d.K * pr.Cp, V, d.T, sizeof(T))
                                    : frames_per_chunk(d.K * d.Cout, V, d.T, sizeof(T));
   const int64_t ld = tc_max * V;
@@ -654,9 +685,7 @@ void forward(const Dims& d, const T* x, const T* A, const T* weight, const T* bi
 }
 
 template <typename T>
-void backward(const Dims& d, const T* gy, const T* x, const T* A, const T* weight, const T* bias, T* gx, T* gA,
-              T* gw, T* gb) {
-  const Prepared<T> pr(d, A, weight, bias);
+void backward_aggregate(const Dims& d, const Prepared<T>& pr, const T* gy, const T* x, T* gx, T* gA, T* gw, T* gb) {
   const int64_t TV = d.T * d.V, V = d.V, K = d.K, Cp = pr.Cp, Vp = pr.Vp;
   const bool need_g = gx != nullptr || gA != nullptr;
   const bool need_w = gw != nullptr || gb != nullptr;
@@ -728,6 +757,83 @@ void backward(const Dims& d, const T* gy, const T* x, const T* A, const T* weigh
           }
         }
   }
+}
+
+// Backward in the mix-first order (cheaper when C_in > C_out): GH_k = gy A_k^T per chunk, then
+// grad_x = W^T GH, grad_W += GH x^T, grad_b += rowsum(GH), grad_A_k^T += gy^T H_k with H = Wx + b.
+template <typename T>
+void backward_mix(const Dims& d, const Prepared<T>& pr, const T* gy, const T* x, const T* weight, const T* bias,
+                  T* gx, T* gA, T* gw, T* gb) {
+  const int64_t TV = d.T * d.V, V = d.V, K = d.K, Cin = d.Cin, Cout = d.Cout, Vp = pr.Vp;
+  const bool need_gh = gx != nullptr || gw != nullptr || gb != nullptr;
+  const bool need_w = gw != nullptr || gb != nullptr;
+  const int64_t tc_max = frames_per_chunk(K * Cout, V, d.T, sizeof(T));
+  const int64_t ld = tc_max * V;
+  const int nslots = std::max(1, at::get_num_threads());
+  const size_t slotA = size_t(K * V * Vp), slotW = size_t(K * Cout * (Cin + 1));
+  std::vector<T> accA(gA ? nslots * slotA : 0, T(0));
+  std::vector<T> accW(need_w ? nslots * slotW : 0, T(0));
+  at::parallel_for(0, d.N, 1, [&](int64_t n0, int64_t n1) {
+    const int slot = std::min(nslots - 1, std::max(0, at::get_thread_num()));
+    std::vector<T> GH(need_gh ? K * Cout * ld + Vp + Simd<T>::W : 0, T(0));
+    std::vector<T> H(gA ? K * Cout * ld + Vp + Simd<T>::W : 0, T(0));
+    T* aA = gA ? accA.data() + slot * slotA : nullptr;   // grad_A_k transposed: aA[k][w][v]
+    T* aW = need_w ? accW.data() + slot * slotW : nullptr;  // [K*C_out][C_in + 1], last column: bias
+    for (int64_t n = n0; n < n1; ++n) {
+      const T* xn = x + n * Cin * TV;
+      const T* gyn = gy + n * Cout * TV;
+      for (int64_t t0 = 0; t0 < d.T; t0 += tc_max) {
+        const int64_t tc = std::min(tc_max, d.T - t0);
+        const T* gyc = gyn + t0 * V;
+        if (need_gh) {
+          for (int64_t k = 0; k < K; ++k)
+            agg_rows<T>(Cout, tc, gyc, TV, V, 0, 1, pr.ATp.data() + k * V * Vp, V, Vp, GH.data() + k * Cout * ld, ld,
+                        V);
+          if (gx) gemm_nn<T>(Cin, tc * V, K * Cout, pr.WT.data(), K * Cout, GH.data(), ld, gx + n * Cin * TV + t0 * V,
+                             TV, nullptr);
+          if (gw) gemm_abt<T>(K * Cout, Cin, tc * V, GH.data(), ld, xn + t0 * V, TV, aW, Cin + 1);
+          if (gb)
+            for (int64_t o = 0; o < K * Cout; ++o) {
+              const T* r = GH.data() + o * ld;
+              T sacc = 0;
+              for (int64_t j = 0; j < tc * V; ++j) sacc += r[j];
+              aW[o * (Cin + 1) + Cin] += sacc;
+            }
+        }
+        if (gA) {
+          gemm_nn<T>(K * Cout, tc * V, Cin, weight, Cin, xn + t0 * V, TV, H.data(), ld, bias);
+          for (int64_t k = 0; k < K; ++k)
+            gram<T>(Cout, tc, gyc, TV, V, H.data() + k * Cout * ld, ld, V, V, aA + k * V * Vp, Vp);
+        }
+      }
+    }
+  });
+  if (gA)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t v = 0; v < V; ++v)
+        for (int64_t w = 0; w < V; ++w) {
+          T sacc = 0;
+          for (int sl = 0; sl < nslots; ++sl) sacc += accA[sl * slotA + (k * V + w) * Vp + v];
+          gA[(k * V + v) * V + w] = sacc;
+        }
+  if (need_w)
+    for (int64_t o = 0; o < K * Cout; ++o)
+      for (int64_t ci = 0; ci <= Cin; ++ci) {
+        T sacc = 0;
+        for (int sl = 0; sl < nslots; ++sl) sacc += accW[sl * slotW + o * (Cin + 1) + ci];
+        if (ci < Cin && gw) gw[o * Cin + ci] = sacc;
+        if (ci == Cin && gb) gb[o] = sacc;
+      }
+}
+
+template <typename T>
+void backward(const Dims& d, const T* gy, const T* x, const T* A, const T* weight, const T* bias, T* gx, T* gA,
+              T* gw, T* gb) {
+  const Prepared<T> pr(d, A, weight, bias);
+  if (backward_aggregate_first(d, gx != nullptr, gA != nullptr, gw != nullptr || gb != nullptr))
+    backward_aggregate<T>(d, pr, gy, x, gx, gA, gw, gb);
+  else
+    backward_mix<T>(d, pr, gy, x, weight, bias, gx, gA, gw, gb);
 }
 
 template void forward<float>(const Dims&, const float*, const float*, const float*, const float*, float*);

@@ -6,6 +6,13 @@ alone: it depends on ``fastskel.graph``, torch and numpy only.
 from .core import SkeletonData, valid_lengths
 from .dataset import SkeletonDataset, make_loader, set_loader_epoch
 from .synthetic import SyntheticSkeletons
+from . import transforms
+from .transforms import (Views, bone_scale, crop_resize, hierarchical_views, pstl_augment, random_flip,
+                         random_rotate, reflect_pad_crop, resample, shear, slim_mirror, slim_rotate, to_bone,
+                         to_motion)
 
-__all__ = ["SkeletonData", "SkeletonDataset", "SyntheticSkeletons", "make_loader", "set_loader_epoch",
-           "valid_lengths"]
+__all__ = [
+    "SkeletonData", "SkeletonDataset", "SyntheticSkeletons", "make_loader", "set_loader_epoch", "valid_lengths",
+    "transforms", "Views", "bone_scale", "crop_resize", "hierarchical_views", "pstl_augment", "random_flip",
+    "random_rotate", "reflect_pad_crop", "resample", "shear", "slim_mirror", "slim_rotate", "to_bone", "to_motion",
+]

@@ -300,7 +300,7 @@ def slim_mirror(x: torch.Tensor, p: float = 0.5, graph: Optional[SkeletonGraph] 
 def _ancestors(g: SkeletonGraph) -> Tuple[torch.Tensor, int]:
     """``A[j, k] = 1`` when bone k (parent(k)→k) lies on the path root→j; and the root."""
     par = g.parents
-    root = par.index(next(v for v in range(g.V) if par[v] == v))
+    root = g.center  # parents[center] == center
     A = torch.zeros(g.V, g.V)
     for j in range(g.V):
         k = j

@@ -176,14 +176,16 @@ def cmd_pretrain(args) -> int:
         print(f"[fastskel] pretrain {name}: {len(ds)} samples {tuple(ds.x.shape[1:])}, {n_params / 1e6:.3g} M params, "
               f"{method.config.epochs} epochs, batch {method.config.batch_size}, device {trainer.device}, out {out}",
               flush=True)
-    res = trainer.fit(resume=args.resume, stop_after=args.stop_after)
+    from .distributed import cleanup
+
+    try:
+        res = trainer.fit(resume=args.resume, stop_after=args.stop_after)
+    finally:
+        cleanup(trainer.dist)
     if res.interrupted and res.signal is not None:
         return 128 + int(res.signal)
     if trainer.dist.rank == 0 and res.checkpoint:
         print(f"[fastskel] checkpoint: {res.checkpoint}", flush=True)
-    from .distributed import cleanup
-
-    cleanup(trainer.dist)
     return 0
 
 

@@ -393,6 +393,8 @@ class Trainer:
                         if ckpt_path is not None and opt.checkpoint_every and step % opt.checkpoint_every == 0 \
                                 and step % ipe != 0:
                             last_saved = self._save(state_fn(epoch, step), ckpt_path)
+                            if main:
+                                logger.log("checkpoint", step=step, path=str(ckpt_path), epoch=epoch)
                     end_of_run = epoch + 1 == epochs
                     if ckpt_path is not None and (end_of_run or (epoch + 1) % opt.checkpoint_every_epochs == 0):
                         last_saved = self._save(state_fn(epoch + 1, step), ckpt_path)

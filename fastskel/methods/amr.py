@@ -3,7 +3,7 @@
 Shared front end (MAMP, ICCV'23; AMR App. B.1)
     A raw batch ``(N, C, T, V, M)`` is augmented on its device: a random temporal crop of 50–100 %
     of the valid frames (at least ``crop_min_frames``), linearly resized to ``num_frames`` (MAMP's
-    ``valid_crop_resize``). Bodies become separate sequences ``(N·M, C, T, V)``; all-zero bodies are
+    ``valid_crop_resize``: :func:`fastskel.data.transforms.crop_resize`). Bodies become separate sequences ``(N·M, C, T, V)``; all-zero bodies are
     dropped when ``skip_empty_bodies`` (MAMP keeps them: wasted compute on padding). Patchify with
     ``l`` frames per patch: T=120, l=4 → 30 × 25 = 750 tokens of ``l·C = 12`` features.
 
@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastskel.data.transforms import crop_resize
 from fastskel.nn.decoder import CrossAttentionDecoder
 from fastskel.nn.transformer import SeparablePosEmbed, TransformerEncoder, init_vit_weights
 from fastskel.ops import _checks as chk
@@ -63,8 +64,7 @@ from fastskel.ops import focal_reconstruction_loss, motion_energy_weights, patch
 from fastskel.ops.reference import gumbel_from_uniform
 
 __all__ = [
-    "AMR", "AMRConfig", "MAMP", "MAMPConfig", "MAMPLoadResult", "PatchEncoder", "crop_resize",
-    "keep_count", "load_mamp_checkpoint", "mamp_state_dict_to_fastskel", "motion_aware_masking",
+    "AMR", "AMRConfig", "MAMP", "MAMPConfig", "MAMPLoadResult", "PatchEncoder", "keep_count", "load_mamp_checkpoint", "mamp_state_dict_to_fastskel", "motion_aware_masking",
     "token_motion",
 ]
 
@@ -217,53 +217,6 @@ def keep_count(num_tokens: int, mask_ratio: float, mamp_truncation: bool = False
     return int(v) if mamp_truncation else int(round(v))
 
 
-# ============================================================================ augmentation
-def _valid_lengths(x: torch.Tensor) -> torch.Tensor:
-    """Last frame with any non-zero value, +1, per action of ``(N, C, T, V, M)``."""
-    n, _, t = x.shape[:3]
-    nz = (x != 0).transpose(1, 2).reshape(n, t, -1).any(-1)
-    idx = torch.arange(1, t + 1, device=x.device)
-    return (nz.long() * idx).amax(1)
-
-
-def crop_resize(x: torch.Tensor, lengths: torch.Tensor, out_frames: int,
-                interval: Optional[Tuple[float, float]] = (0.5, 1.0), min_frames: int = 64,
-                generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Batched MAMP ``valid_crop_resize``: crop, then linear resize in time to ``out_frames``.
-
-    ``x`` ``(N, C, T, V, M)``, ``lengths`` ``(N,)``. With ``interval=(lo, hi)``: per action
-    ``p ~ U[lo, hi)``, crop length ``min(max(⌊L·p⌋, min_frames), L)``, start uniform in
-    ``[0, L − crop]``; ``interval=None``: the whole valid range (deterministic, evaluation).
-    Resampling is ``F.interpolate(mode="linear", align_corners=False)`` along time, done for the
-    whole batch with one gather (no Python loop over samples). Every body of an action shares the
-    crop. Actions with ``L = 0`` give zeros.
-    """
-    n, _, t = x.shape[:3]
-    dev = x.device
-    L = lengths.to(device=dev, dtype=torch.float32)
-    if interval is None:
-        crop = L.clamp(min=1)
-        start = torch.zeros_like(L)
-    else:
-        lo, hi = interval
-        p = lo + (hi - lo) * torch.rand(n, generator=generator, device=dev)
-        crop = torch.minimum(torch.floor(L * p).clamp(min=min_frames), L).clamp(min=1)
-        start = torch.floor(torch.rand(n, generator=generator, device=dev) * (L - crop + 1)).clamp(min=0)
-    j = torch.arange(out_frames, device=dev, dtype=torch.float32)
-    src = ((j[None] + 0.5) * (crop[:, None] / out_frames) - 0.5).clamp(min=0)   # (N, T_out)
-    i0 = torch.floor(src)
-    frac = src - i0
-    i0 = torch.minimum(i0, crop[:, None] - 1)
-    i1 = torch.minimum(i0 + 1, crop[:, None] - 1)
-    idx0 = (start[:, None] + i0).long().clamp(max=t - 1)
-    idx1 = (start[:, None] + i1).long().clamp(max=t - 1)
-    shape = (n, 1, out_frames, 1, 1)
-    g0 = torch.gather(x, 2, idx0.view(shape).expand(-1, x.shape[1], -1, x.shape[3], x.shape[4]))
-    g1 = torch.gather(x, 2, idx1.view(shape).expand(-1, x.shape[1], -1, x.shape[3], x.shape[4]))
-    f = frac.view(shape).to(x.dtype)
-    return g0 + (g1 - g0) * f
-
-
 # ============================================================================ masking
 def token_motion(patches: torch.Tensor) -> torch.Tensor:
     """MAMP token motion, float32 ``(B, T_blocks·V)`` from patches ``(B, T_blocks, V, F)``:
@@ -282,14 +235,16 @@ def motion_aware_masking(patches: torch.Tensor, keep: int, tau: float = 0.8,
     ``p = softmax(m / (max(m)·τ + 1e-10))`` over the tokens (``m`` = :func:`token_motion`);
     the ``L − keep`` tokens with the largest ``log p + G`` (``G`` Gumbel from ``generator``) are
     masked, i.e. a draw without replacement ∝ p. Returns ``(ids_keep, mask)``: ``ids_keep`` int64
-    ``(B, keep)`` in ascending token order, ``mask`` bool ``(B, L)`` True = masked.
+    ``(B, keep)`` in ascending token order, ``mask`` bool ``(B, L)`` True = masked. With a
+    ``generator`` the noise is drawn on its device (the same seed masks alike on CPU and CUDA).
     """
     b, tb, v, _ = patches.shape
     n_tok = tb * v
     keep = chk.integer(keep, "keep", 1, n_tok)
     m = token_motion(patches)
     logits = m / (m.amax(dim=1, keepdim=True) * tau + 1e-10)
-    u = torch.rand(b, n_tok, generator=generator, device=patches.device)
+    gdev = patches.device if generator is None else generator.device
+    u = torch.rand(b, n_tok, generator=generator, device=gdev).to(patches.device)
     key = torch.log_softmax(logits, dim=1) + gumbel_from_uniform(u)
     ids_keep = torch.topk(key, keep, dim=1, largest=False, sorted=False).indices.sort(dim=1).values
     mask = torch.ones(b, n_tok, dtype=torch.bool, device=patches.device).scatter_(1, ids_keep, False)
@@ -363,10 +318,8 @@ class _MaskedSkeletonModel(nn.Module):
         """Resize to ``num_frames`` and split bodies → ``(B, C, T, V)`` and the body-valid mask ``(N·M,)``."""
         cfg = self.config
         x = _as_actions(x, cfg)
-        L = chk.lengths(lengths, x)
-        if L is None:
-            L = _valid_lengths(x)
-        interval = cfg.crop_interval if train else None
+        L = chk.lengths(lengths, x)                      # None: fastskel.data.valid_lengths(x)
+        interval = cfg.crop_interval if train else (1.0,)    # (1.0,): all valid frames, no crop
         x = crop_resize(x, L, cfg.num_frames, interval, cfg.crop_min_frames, generator)
         bodies = _bodies(x)
         valid = bodies.flatten(1).ne(0).any(1)

@@ -67,14 +67,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastskel.data.transforms import pstl_augment, to_bone, to_motion
+from fastskel.data.transforms import pstl_augment, resample, to_bone, to_motion
 from fastskel.graph import SkeletonGraph
 from fastskel.nn.attention import MultiheadCrossAttention
 from fastskel.nn.losses import BarlowTwinsLoss
 from fastskel.nn.stgcn import STGCN
 from fastskel.ops import _checks as chk
 from fastskel.ops import degree_joint_mask, motion_frame_mask
-from .amr import crop_resize
 
 __all__ = [
     "ASMa", "ASMaConfig", "ASMaAligner", "AlignerConfig", "ASMaStudent", "STREAMS", "augment",
@@ -206,7 +205,7 @@ def prepare_input(x: torch.Tensor, lengths: Optional[torch.Tensor], num_frames: 
     if L is not None or x.shape[2] != num_frames:
         if L is None:
             L = _valid_lengths(x)
-        x = crop_resize(x, L, num_frames, None)
+        x = resample(x, torch.zeros_like(L), L, num_frames)
     return to_stream(x, stream, graph)
 
 
@@ -350,6 +349,7 @@ class AlignerConfig:
     optimizer: str = "adam"
     betas: Tuple[float, float] = (0.9, 0.999)
     label_smoothing: float = 0.0
+    feature_norm: bool = True
 
     def __post_init__(self) -> None:
         chk.choice(self.mode, "mode", ("linear", "finetune"))
@@ -361,7 +361,10 @@ class ASMaAligner(nn.Module):
     """Bi-directional cross-attention feature alignment + linear classifier (seed 001 §3.4, eq. 10–12).
 
     ``a^θ = MHA(Q=h^θ, K=V=h^φ)``, ``a^φ = MHA(Q=h^φ, K=V=h^θ)`` (4 heads, :class:`MultiheadCrossAttention`),
-    ``h = mean_{T'}(a^θ + a^φ)``, ``logits = W h + b``. ``mode="linear"`` freezes both encoders
+    ``h = mean_{T'}(a^θ + a^φ)``, ``logits = W·BN(h) + b`` where ``BN`` is a
+    ``BatchNorm1d(affine=False, momentum=None)`` standardisation (cumulative statistics; the MAE/MAMP linear-probe convention, as the
+    engine's probe; ``feature_norm=False`` gives eq. 12 exactly: without it, small-variance
+    features of frozen encoders train very slowly). ``mode="linear"`` freezes both encoders
     (kept in eval mode, features computed without gradient); ``"finetune"`` trains everything.
     ``forward(x, lengths, labels)`` → ``{"loss", "acc"}`` (the engine's supervised contract,
     ``uses_labels = True``); without labels → logits. ``encode`` gives the pooled aligned feature.
@@ -384,6 +387,7 @@ class ASMaAligner(nn.Module):
         d = asma.config.out_dim
         self.attn_theta = MultiheadCrossAttention(d, cfg.heads, backend=asma.config.backend)
         self.attn_phi = MultiheadCrossAttention(d, cfg.heads, backend=asma.config.backend)
+        self.norm = nn.BatchNorm1d(d, affine=False, momentum=None) if cfg.feature_norm else nn.Identity()
         self.classifier = nn.Linear(d, cfg.num_classes)
         self.feature_dim = d
         self._apply_mode()
@@ -407,7 +411,7 @@ class ASMaAligner(nn.Module):
         return (self.attn_theta(ht, hp) + self.attn_phi(hp, ht)).mean(dim=1)
 
     def logits(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.classifier(self.encode(x, lengths))
+        return self.classifier(self.norm(self.encode(x, lengths)))
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
                 labels: Optional[torch.Tensor] = None):
@@ -647,4 +651,5 @@ def distill(teacher: nn.Module, train, test=None, epochs: int = 150, batch_size:
         (o / "distill.json").write_text(json.dumps({k: v for k, v in rep.items()}, indent=2))
         rep["path"] = str(o / "student.pt")
     rep["student"] = student
+    rep["teacher"] = teacher
     return rep

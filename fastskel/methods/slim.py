@@ -56,7 +56,7 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -166,6 +166,14 @@ class SLiMConfig:
     optimizer: str = "adamw"
     betas: Tuple[float, float] = (0.9, 0.999)
     clip_grad: Optional[float] = 3.0
+
+    # ``fastskel pretrain slim --preset small``: a CPU demo size (not a paper recipe)
+    PRESETS: ClassVar[Dict[str, Dict[str, Any]]] = {
+        "small": dict(frames=32, local_frames=(16, 8), local_scales=((0.35, 0.7), (0.15, 0.4)), dim=64, depth=2,
+                      heads=4, mlp_dim=128, num_registers=2, num_prototypes=1024, head_hidden_dim=256,
+                      head_bottleneck_dim=64, epochs=15, batch_size=32, lr=1e-3, min_lr=1e-5, warmup_epochs=2,
+                      warmup_teacher_temp_epochs=3, momentum_teacher=0.99),
+    }
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "num_joints", "frames", "local_crops", "frames_per_patch", "dim", "depth",

@@ -18,16 +18,38 @@ def _dist_active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def _gather(z: torch.Tensor) -> torch.Tensor:
-    """All ranks' ``z`` concatenated along the batch, rank order, with gradient.
+class _GatherWithGrad(torch.autograd.Function):
+    """All ranks' ``z`` concatenated along the batch (rank order), differentiable.
 
-    The backward of ``torch.distributed.nn.functional.all_gather`` sums the ranks' gradients of
-    this rank's slice (reduce-scatter), so every rank gets ``world_size · ∂L/∂z_local`` of the
-    (identical) global loss; DDP's gradient averaging then yields the single-process gradient.
+    Backward: the ranks' gradients of the gathered tensor are summed and each rank keeps its own
+    slice (reduce-scatter on NCCL, all-reduce + slice elsewhere), i.e. every rank receives
+    ``Σ_ranks ∂L_r/∂z_local``; with the identical global loss on every rank that is
+    ``world_size · ∂L/∂z_local``, which DDP's gradient averaging turns into the single-process gradient.
+    (Same semantics as ``torch.distributed.nn.functional.all_gather``, deprecated in recent torch.)
     """
-    from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(z), dim=0)
+    @staticmethod
+    def forward(ctx, z):
+        import torch.distributed as dist
+
+        z = z.contiguous()
+        parts = [torch.empty_like(z) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, z)
+        ctx.rank, ctx.b = dist.get_rank(), z.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        import torch.distributed as dist
+
+        grad = grad.contiguous()
+        if dist.get_backend() == "nccl":
+            out = grad.new_empty((ctx.b, *grad.shape[1:]))
+            dist.reduce_scatter_tensor(out, grad)
+            return out
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.b:(ctx.rank + 1) * ctx.b]
 
 
 class BarlowTwinsLoss(nn.Module):
@@ -86,5 +108,5 @@ class BarlowTwinsLoss(nn.Module):
             chk.tensor(z2, "z2", 2, shape_hint="(B, D)")
             if z2.shape != z1.shape:  # before the collective: a mismatch there would hang
                 raise ValueError(f"z2: expected shape {tuple(z1.shape)} like z1, got {tuple(z2.shape)}")
-            z1, z2 = _gather(z1), _gather(z2)
+            z1, z2 = _GatherWithGrad.apply(z1), _GatherWithGrad.apply(z2)
         return barlow_twins_loss(z1, z2, self.lambd, self.normalize, backend=self.backend)

@@ -88,5 +88,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional
         if why is None:
             return kernel.attention(q, k, v, scale, key_padding_mask, rope)
         if requested == "triton":
-            raise BackendUnavailableError(f"backend: 'triton' was requested for attention, but it does not support {why}")
+            raise BackendUnavailableError(
+                f"backend: 'triton' was requested for attention, but it does not support {why}")
     return reference.attention(q, k, v, scale, key_padding_mask, rope)

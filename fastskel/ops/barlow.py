@@ -131,11 +131,14 @@ def _setup_context(ctx, inputs, output):
     z1, _, lambd, cosine = inputs
     _, ac, gram, diag, inv, beta = output
     ctx.save_for_backward(ac, gram, diag, inv, beta)
-    ctx.mark_non_differentiable(ac, gram, diag, inv, beta)  # else autograd materialises zero grads for them
+    ctx.mark_non_differentiable(ac, gram, diag, inv, beta)
+    ctx.set_materialize_grads(False)  # else autograd builds zero gradients for them (2·B·D + 2·B²)
     ctx.lambd, ctx.cosine, ctx.dtype = lambd, cosine, z1.dtype
 
 
 def _backward(ctx, grad, *_unused):
+    if grad is None:
+        return None, None, None, None
     ac, gram, diag, inv, beta = ctx.saved_tensors
     dz1, dz2 = _gram_backward(grad, ac, gram, diag, inv, beta, ctx.lambd, ctx.cosine, ctx.dtype)
     return dz1, dz2, None, None
