@@ -10,14 +10,15 @@
 // (at most K * max(C', C_out) * T_chunk * V values) lives in a per-thread buffer that stays in cache;
 // nothing of size K*C_out*T*V is ever materialised.
 //
-// Forward, per frame chunk, cheaper association order first:
-//   C_in <= C_out: Z_k = x' A_k (joint aggregation, K*C'*T*V*V MACs), then y = [W'_0..W'_K-1] Z
-//   C_in >  C_out: H = W x + b (channel mix), then y = sum_k H_k A_k (K*C_out*T*V*V MACs)
-// Backward (one order, cheap when C_in <= C_out, which is every block of st-gcn):
-//   G_k = W'_k^T gy                    (K*C'*C_out*T*V)
-//   grad_x = sum_k G_k A_k^T            (rows c < C_in)
-//   grad_A_k = sum x'^T G_k            (contraction over channels and frames)
-//   grad_W'_k = gy Z_k^T, Z_k = x' A_k  (Z recomputed, never stored across chunks)
+// Both passes pick the association order with fewer multiply-adds for the gradients requested
+// (forward_aggregate_first / backward_aggregate_first below):
+//   forward, aggregate first: Z_k = x' A_k (joint aggregation), then y = [W'_0 .. W'_K-1] Z
+//   forward, mix first:       H = W x + b (channel mix), then y = sum_k H_k A_k
+//   backward, aggregate first: G_k = W'_k^T gy; grad_x = sum_k G_k A_k^T; grad_A_k = x'^T G_k;
+//                              grad_W' = gy Z^T (Z = x' A recomputed per chunk)
+//   backward, mix first:       GH_k = gy A_k^T; grad_x = W^T GH; [grad_W | grad_b] = GH [x; 1]^T;
+//                              grad_A_k = H_k^T gy (H = W x + b recomputed per chunk)
+// Roughly, aggregate first is cheaper when C_in < C_out and mix first when C_in > C_out.
 //
 // Inner loops are register-tiled micro-kernels over a small SIMD policy: at::vec::Vectorized
 // (generic / NEON) everywhere, and an AVX2+FMA instantiation on x86-64 chosen at run time. The
@@ -333,18 +334,21 @@ TORCH_LIBRARY_IMPL(fastskel, CPU, m) {
 // Kernels, compiled once per SIMD policy `Simd<T>` (V, W, zero, set1, load, load_n, store, store_n,
 // fma, hsum) of the enclosing namespace. Matrices are row-major; "ld" is the row stride.
 
-// C[i, j] = (rowinit[i] or 0) + sum_p A[i, p] B[p, j] on an MR x (NV*W) tile; the last vector holds
-// `last` valid columns when PARTIAL.
+// C[i, j] = (C[i, j] if accumulate, else rowinit[i] or 0) + sum_p A[i, p] B[p, j] on an MR x (NV*W)
+// tile; the last vector holds `last` valid columns when PARTIAL.
 template <typename T, int MR, int NV, bool PARTIAL>
 inline void gemm_nn_tile(int64_t Kd, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
-                         const T* rowinit, int last) {
+                         const T* rowinit, bool accumulate, int last) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int W = S::W;
   V acc[MR][NV];
   for (int i = 0; i < MR; ++i) {
     const V init = rowinit ? S::set1(rowinit[i]) : S::zero();
-    for (int j = 0; j < NV; ++j) acc[i][j] = init;
+    for (int j = 0; j < NV; ++j) {
+      if (!accumulate) acc[i][j] = init;
+      else acc[i][j] = (PARTIAL && j == NV - 1) ? S::load_n(C + i * ldc + j * W, last) : S::load(C + i * ldc + j * W);
+    }
   }
   for (int64_t p = 0; p < Kd; ++p) {
     const T* b = B + p * ldb;
@@ -364,21 +368,21 @@ inline void gemm_nn_tile(int64_t Kd, const T* A, int64_t lda, const T* B, int64_
 
 template <typename T, int MR>
 inline void gemm_nn_rows(int nv, bool partial, int64_t Kd, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
-                         int64_t ldc, const T* rowinit, int last) {
+                         int64_t ldc, const T* rowinit, bool accumulate, int last) {
   switch (nv * 2 + (partial ? 1 : 0)) {
-    case 2: gemm_nn_tile<T, MR, 1, false>(Kd, A, lda, B, ldb, C, ldc, rowinit, last); break;
-    case 3: gemm_nn_tile<T, MR, 1, true>(Kd, A, lda, B, ldb, C, ldc, rowinit, last); break;
-    case 4: gemm_nn_tile<T, MR, 2, false>(Kd, A, lda, B, ldb, C, ldc, rowinit, last); break;
-    case 5: gemm_nn_tile<T, MR, 2, true>(Kd, A, lda, B, ldb, C, ldc, rowinit, last); break;
-    case 6: gemm_nn_tile<T, MR, 3, false>(Kd, A, lda, B, ldb, C, ldc, rowinit, last); break;
-    default: gemm_nn_tile<T, MR, 3, true>(Kd, A, lda, B, ldb, C, ldc, rowinit, last); break;
+    case 2: gemm_nn_tile<T, MR, 1, false>(Kd, A, lda, B, ldb, C, ldc, rowinit, accumulate, last); break;
+    case 3: gemm_nn_tile<T, MR, 1, true>(Kd, A, lda, B, ldb, C, ldc, rowinit, accumulate, last); break;
+    case 4: gemm_nn_tile<T, MR, 2, false>(Kd, A, lda, B, ldb, C, ldc, rowinit, accumulate, last); break;
+    case 5: gemm_nn_tile<T, MR, 2, true>(Kd, A, lda, B, ldb, C, ldc, rowinit, accumulate, last); break;
+    case 6: gemm_nn_tile<T, MR, 3, false>(Kd, A, lda, B, ldb, C, ldc, rowinit, accumulate, last); break;
+    default: gemm_nn_tile<T, MR, 3, true>(Kd, A, lda, B, ldb, C, ldc, rowinit, accumulate, last); break;
   }
 }
 
-// C (M x N) = rowinit + A (M x Kd) @ B (Kd x N).
+// C (M x N) = (C if accumulate, else rowinit) + A (M x Kd) @ B (Kd x N).
 template <typename T>
 void gemm_nn(int64_t M, int64_t N, int64_t Kd, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
-             const T* rowinit) {
+             const T* rowinit, bool accumulate = false) {
   constexpr int W = Simd<T>::W;
   constexpr int NR = 3 * W;
   constexpr int MR = 4;
@@ -392,10 +396,10 @@ void gemm_nn(int64_t M, int64_t N, int64_t Kd, const T* A, int64_t lda, const T*
       T* c = C + i0 * ldc + j0;
       const T* ri = rowinit ? rowinit + i0 : nullptr;
       switch (std::min<int64_t>(MR, M - i0)) {
-        case 4: gemm_nn_rows<T, 4>(nv, partial, Kd, a, lda, B + j0, ldb, c, ldc, ri, last); break;
-        case 3: gemm_nn_rows<T, 3>(nv, partial, Kd, a, lda, B + j0, ldb, c, ldc, ri, last); break;
-        case 2: gemm_nn_rows<T, 2>(nv, partial, Kd, a, lda, B + j0, ldb, c, ldc, ri, last); break;
-        default: gemm_nn_rows<T, 1>(nv, partial, Kd, a, lda, B + j0, ldb, c, ldc, ri, last); break;
+        case 4: gemm_nn_rows<T, 4>(nv, partial, Kd, a, lda, B + j0, ldb, c, ldc, ri, accumulate, last); break;
+        case 3: gemm_nn_rows<T, 3>(nv, partial, Kd, a, lda, B + j0, ldb, c, ldc, ri, accumulate, last); break;
+        case 2: gemm_nn_rows<T, 2>(nv, partial, Kd, a, lda, B + j0, ldb, c, ldc, ri, accumulate, last); break;
+        default: gemm_nn_rows<T, 1>(nv, partial, Kd, a, lda, B + j0, ldb, c, ldc, ri, accumulate, last); break;
       }
     }
   }
@@ -533,55 +537,16 @@ void gram(int64_t n_outer, int64_t n_inner, const T* X, int64_t x_os, int64_t x_
   }
 }
 
-// C[i][j] += sum_{p<P} A[i][p] B[j][p] on an MI x NJ tile (dot products, reduced once at the end).
-template <typename T, int MI, int NJ>
-inline void abt_tile(int64_t P, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc) {
-  using S = Simd<T>;
-  using Vec = typename S::V;
-  constexpr int W = S::W;
-  Vec acc[MI][NJ];
-  for (int i = 0; i < MI; ++i)
-    for (int j = 0; j < NJ; ++j) acc[i][j] = S::zero();
-  int64_t p = 0;
-  for (; p + W <= P; p += W) {
-    Vec a[MI], b[NJ];
-    for (int i = 0; i < MI; ++i) a[i] = S::load(A + i * lda + p);
-    for (int j = 0; j < NJ; ++j) b[j] = S::load(B + j * ldb + p);
-    for (int i = 0; i < MI; ++i)
-      for (int j = 0; j < NJ; ++j) acc[i][j] = S::fma(a[i], b[j], acc[i][j]);
-  }
-  if (p < P) {
-    const int n = static_cast<int>(P - p);
-    Vec a[MI], b[NJ];
-    for (int i = 0; i < MI; ++i) a[i] = S::load_n(A + i * lda + p, n);
-    for (int j = 0; j < NJ; ++j) b[j] = S::load_n(B + j * ldb + p, n);
-    for (int i = 0; i < MI; ++i)
-      for (int j = 0; j < NJ; ++j) acc[i][j] = S::fma(a[i], b[j], acc[i][j]);
-  }
-  for (int i = 0; i < MI; ++i)
-    for (int j = 0; j < NJ; ++j) C[i * ldc + j] += S::hsum(acc[i][j]);
-}
-
-template <typename T, int MI>
-inline void abt_cols(int64_t nj, int64_t P, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc) {
-  switch (nj) {
-    case 4: abt_tile<T, MI, 4>(P, A, lda, B, ldb, C, ldc); break;
-    case 3: abt_tile<T, MI, 3>(P, A, lda, B, ldb, C, ldc); break;
-    case 2: abt_tile<T, MI, 2>(P, A, lda, B, ldb, C, ldc); break;
-    default: abt_tile<T, MI, 1>(P, A, lda, B, ldb, C, ldc); break;
-  }
-}
-
-// C (M x N) += A (M x P) @ B (N x P)^T.
+// dst[p][r] = src[r][p] for r < R, p < P (small blocks, so both sides stay in L1).
 template <typename T>
-void gemm_abt(int64_t M, int64_t N, int64_t P, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc) {
-  for (int64_t i0 = 0; i0 < M; i0 += 2) {
-    for (int64_t j0 = 0; j0 < N; j0 += 4) {
-      const int64_t nj = std::min<int64_t>(4, N - j0);
-      if (M - i0 >= 2) abt_cols<T, 2>(nj, P, A + i0 * lda, lda, B + j0 * ldb, ldb, C + i0 * ldc + j0, ldc);
-      else abt_cols<T, 1>(nj, P, A + i0 * lda, lda, B + j0 * ldb, ldb, C + i0 * ldc + j0, ldc);
+void transpose(int64_t R, int64_t P, const T* src, int64_t lds, T* dst, int64_t ldd) {
+  constexpr int64_t B = 16;
+  for (int64_t r0 = 0; r0 < R; r0 += B)
+    for (int64_t p0 = 0; p0 < P; p0 += B) {
+      const int64_t r1 = std::min(R, r0 + B), p1 = std::min(P, p0 + B);
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t p = p0; p < p1; ++p) dst[p * ldd + r] = src[r * lds + p];
     }
-  }
 }
 
 // Per-call constants: A padded to Vp columns (and transposed), the k-concatenated weights with the
@@ -699,6 +664,7 @@ void backward_aggregate(const Dims& d, const Prepared<T>& pr, const T* gy, const
     const int slot = std::min(nslots - 1, std::max(0, at::get_thread_num()));
     std::vector<T> G(need_g ? K * Cp * ld + Vp + Simd<T>::W : 0, T(0));
     std::vector<T> Z = need_w ? pr.z_buffer(d, tc_max) : std::vector<T>();
+    std::vector<T> Zt(need_w ? ld * K * Cp : 0);
     T* aA = gA ? accA.data() + size_t(slot) * (K * V * Vp + K * Vp) : nullptr;
     T* aB = gA ? aA + K * V * Vp : nullptr;
     T* aW = need_w ? accW.data() + size_t(slot) * d.Cout * K * Cp : nullptr;
@@ -727,7 +693,8 @@ void backward_aggregate(const Dims& d, const Prepared<T>& pr, const T* gy, const
         }
         if (need_w) {
           expand_chunk<T>(d, pr, xn, t0, tc, Z.data(), ld);
-          gemm_abt<T>(d.Cout, K * Cp, tc * V, gyc, TV, Z.data(), ld, aW, K * Cp);
+          transpose<T>(K * Cp, tc * V, Z.data(), ld, Zt.data(), K * Cp);
+          gemm_nn<T>(d.Cout, K * Cp, tc * V, gyc, TV, Zt.data(), K * Cp, aW, K * Cp, nullptr, true);
         }
       }
     }
@@ -777,6 +744,7 @@ void backward_mix(const Dims& d, const Prepared<T>& pr, const T* gy, const T* x,
     const int slot = std::min(nslots - 1, std::max(0, at::get_thread_num()));
     std::vector<T> GH(need_gh ? K * Cout * ld + Vp + Simd<T>::W : 0, T(0));
     std::vector<T> H(gA ? K * Cout * ld + Vp + Simd<T>::W : 0, T(0));
+    std::vector<T> Xt(need_w ? ld * (Cin + 1) : 0, T(1));  // [tc*V][C_in + 1], last column stays 1
     T* aA = gA ? accA.data() + slot * slotA : nullptr;   // grad_A_k transposed: aA[k][w][v]
     T* aW = need_w ? accW.data() + slot * slotW : nullptr;  // [K*C_out][C_in + 1], last column: bias
     for (int64_t n = n0; n < n1; ++n) {
@@ -791,14 +759,10 @@ void backward_mix(const Dims& d, const Prepared<T>& pr, const T* gy, const T* x,
                         V);
           if (gx) gemm_nn<T>(Cin, tc * V, K * Cout, pr.WT.data(), K * Cout, GH.data(), ld, gx + n * Cin * TV + t0 * V,
                              TV, nullptr);
-          if (gw) gemm_abt<T>(K * Cout, Cin, tc * V, GH.data(), ld, xn + t0 * V, TV, aW, Cin + 1);
-          if (gb)
-            for (int64_t o = 0; o < K * Cout; ++o) {
-              const T* r = GH.data() + o * ld;
-              T sacc = 0;
-              for (int64_t j = 0; j < tc * V; ++j) sacc += r[j];
-              aW[o * (Cin + 1) + Cin] += sacc;
-            }
+          if (need_w) {
+            transpose<T>(Cin, tc * V, xn + t0 * V, TV, Xt.data(), Cin + 1);
+            gemm_nn<T>(K * Cout, Cin + 1, tc * V, GH.data(), ld, Xt.data(), Cin + 1, aW, Cin + 1, nullptr, true);
+          }
         }
         if (gA) {
           gemm_nn<T>(K * Cout, tc * V, Cin, weight, Cin, xn + t0 * V, TV, H.data(), ld, bias);

@@ -12,6 +12,12 @@ The contract the engine relies on (every method follows it):
   evaluation; ``method.feature_dim == D``.
 - optional ``after_step(step, total_steps)``: called after each optimiser step (EMA teachers,
   temperature schedules).
+- optional ``uses_labels = True``: the engine then calls ``forward(x, lengths, labels=y)``
+  (supervised training, fine-tuning).
+- optional ``no_weight_decay() -> set[str]``: parameter names kept out of weight decay (1-D
+  parameters and biases are always excluded).
+- optional config field ``clip_grad`` (max gradient norm) and class attribute
+  ``Config.PRESETS = {"small": {...}}`` (named overrides, e.g. the CPU main job's model).
 
 ``get_method(name)`` returns ``(MethodClass, ConfigClass)`` by name, importing lazily.
 """
