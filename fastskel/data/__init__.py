@@ -6,6 +6,8 @@ alone: it depends on ``fastskel.graph``, torch and numpy only.
 from .core import SkeletonData, valid_lengths
 from .dataset import SkeletonDataset, make_loader, set_loader_epoch
 from .synthetic import SyntheticSkeletons
+from .ntu import NTUFormatError, parse_ntu_name, read_ntu_skeleton, read_ntu_skeletons
+from .formats import load, read_ctrgcn_npz, read_pku_mmd, read_pyskl, read_stgcn_npy, write_ctrgcn_npz
 from . import transforms
 from .transforms import (Views, bone_scale, crop_resize, hierarchical_views, pstl_augment, random_flip,
                          random_rotate, reflect_pad_crop, resample, shear, slim_mirror, slim_rotate, to_bone,
@@ -13,6 +15,8 @@ from .transforms import (Views, bone_scale, crop_resize, hierarchical_views, pst
 
 __all__ = [
     "SkeletonData", "SkeletonDataset", "SyntheticSkeletons", "make_loader", "set_loader_epoch", "valid_lengths",
+    "NTUFormatError", "load", "parse_ntu_name", "read_ctrgcn_npz", "read_ntu_skeleton", "read_ntu_skeletons",
+    "read_pku_mmd", "read_pyskl", "read_stgcn_npy", "write_ctrgcn_npz",
     "transforms", "Views", "bone_scale", "crop_resize", "hierarchical_views", "pstl_augment", "random_flip",
     "random_rotate", "reflect_pad_crop", "resample", "shear", "slim_mirror", "slim_rotate", "to_bone", "to_motion",
 ]

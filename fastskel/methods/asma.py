@@ -510,7 +510,12 @@ def model_cost(model: nn.Module, sample: torch.Tensor) -> Dict[str, int]:
     from fastskel.utils import count_flops
 
     params = int(sum(p.numel() for n, p in model.named_parameters() if "projector" not in n.split(".")))
-    flops = int(count_flops(model, (sample,), method="logits"))
+    was = model.training
+    model.eval()
+    try:
+        flops = int(count_flops(model, (sample,), method="logits"))
+    finally:
+        model.train(was)
     return {"params": params, "flops": flops}
 
 

@@ -183,11 +183,9 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 2e-4,
     cosine = normalize == "cosine"
     requested = backend if backend is not None else get_backend()
     impl = resolve("barlow_twins_loss", backend, z1.device, IMPLEMENTED)
-    b, d = z1.shape
-    if requested == "auto" and impl != "triton" and b < d:
-        impl = "gram"
-    elif requested == "auto" and b >= d:
-        impl = "torch"
+    if requested == "auto":
+        b, d = z1.shape
+        impl = "torch" if b >= d else ("triton" if impl == "triton" else "gram")
     if impl == "triton":
         from fastskel.kernels import barlow as kernel
 

@@ -1,0 +1,50 @@
+"""``fastskel prepare``: the data subcommand (wired into ``fastskel.cli`` via ``register``)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("prepare", help="convert raw datasets into training files",
+                              description="Convert raw skeleton data into a training file.")
+    p.add_argument("dataset", choices=["ntu"], help="raw dataset kind (NTU RGB+D 60/120 .skeleton files)")
+    p.add_argument("--raw", required=True, help="directory of raw .skeleton files")
+    p.add_argument("--out", required=True, help="output .npz (CTR-GCN/MAMP layout)")
+    p.add_argument("--benchmark", required=True, choices=["xsub", "xview", "xset"], help="train/test split")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="report and skip malformed files (listed at the end) instead of stopping at the first")
+    p.add_argument("--max-frames", type=int, default=300, help="padded frame count T (default 300)")
+    p.add_argument("--no-center", action="store_true", help="keep camera coordinates (default: CTR-GCN centring)")
+    p.add_argument("--num-classes", type=int, default=None, help="one-hot width (default 60, or 120 if A>60 occurs)")
+    p.add_argument("--threads", type=int, default=None, help="parser threads (default: all cores)")
+    p.add_argument("--chunk", type=int, default=256, help="files parsed per chunk (bounds memory)")
+    p.add_argument("--backend", choices=["auto", "cpp", "python"], default="auto", help="NTU parser")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .ntu import NTUFormatError
+    from .prepare import prepare_ntu
+
+    def on_bad(err):
+        print(f"skipping bad file: {err}", file=sys.stderr)
+
+    try:
+        rep = prepare_ntu(args.raw, args.out, args.benchmark, skip_bad=args.skip_bad, max_frames=args.max_frames,
+                          center=not args.no_center, num_classes=args.num_classes, chunk=args.chunk,
+                          num_threads=args.threads, backend=args.backend, progress=not args.quiet, on_bad=on_bad)
+    except NTUFormatError as e:
+        print(f"error: {e}\n(use --skip-bad to report and skip malformed files)", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {rep.out}: {rep.num_train} train / {rep.num_test} test samples, {rep.num_classes} classes, "
+          f"benchmark {rep.benchmark}")
+    if rep.bad:
+        print(f"skipped {len(rep.bad)} bad file(s):")
+        for e in rep.bad:
+            print(f"  {e}")
+    return 0
