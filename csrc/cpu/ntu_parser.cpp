@@ -115,15 +115,17 @@ std::string diagnose(const char* b, const char* e, size_t expected, bool first_i
   return "malformed line";
 }
 
-// Correctly rounded decimal -> double (from_chars; strtod for over/underflow). false if infinite.
+// Correctly rounded decimal -> double (from_chars; strtod for over/underflow). false when the value
+// does not fit a float32 (it would round to inf).
 bool to_double(const char* b, const char* e, double* out) {
   if (*b == '+') ++b;
   auto res = std::from_chars(b, e, *out, std::chars_format::general);
-  if (res.ec == std::errc() && res.ptr == e) return std::isfinite(*out);
-  std::string s(b, e);
-  errno = 0;
-  *out = std::strtod(s.c_str(), nullptr);
-  return std::isfinite(*out);
+  if (!(res.ec == std::errc() && res.ptr == e)) {
+    std::string s(b, e);
+    errno = 0;
+    *out = std::strtod(s.c_str(), nullptr);
+  }
+  return std::isfinite(static_cast<float>(*out));
 }
 
 std::string strip_ws(const char* b, const char* e) {
@@ -290,7 +292,7 @@ void parse_file(const std::string& path, int64_t max_bodies, int64_t J, Result* 
             double v;
             if (!to_double(jt[c].first, jt[c].second, &v))
               throw ParseError{static_cast<int64_t>(P.pos) + 1,
-                               "joint line: field " + std::to_string(c + 1) + " is out of the float64 range: '" +
+                               "joint line: field " + std::to_string(c + 1) + " is out of the float32 range: '" +
                                    std::string(jt[c].first, jt[c].second) + "'"};
             tr.xyz.push_back(v);
           }

@@ -9,8 +9,8 @@
 //   C_in >  C_out: H_k = W_k x (+ b_k) in shared memory, then y += sum_k H_k A_k  (mix first)
 // Nothing of size K*C*T*V goes to global memory.
 // grad_x is the same kernel on the transposed problem (input grad_out, graph A_k^T, weights W_k^T).
-// grad_weight, grad_bias and grad_A are contractions over samples and frames; they run as batched
-// cuBLAS GEMMs (ATen) on the smaller of the two per-k intermediates, in fp32.
+// grad_weight, grad_bias and grad_A are contractions over samples and frames; they run as cuBLAS
+// GEMMs (ATen), one partition k at a time on the smaller of the two per-k intermediates, in fp32.
 // fp32 / fp16 / bf16 (and fp64) inputs; accumulation in fp32 (fp64 for fp64).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -27,6 +27,8 @@
 namespace fastskel {
 namespace {
 
+// BEGIN HOST-EMULATED: from here to END, tests/test_graph_conv.py compiles the code as plain C++
+// (one thread per CUDA thread, a barrier for __syncthreads) to check the kernel without a GPU.
 constexpr int kThreads = 256;
 constexpr int kOutPerThread = 8;  // register accumulators per thread: a block owns <= 2048 outputs
 
@@ -188,6 +190,8 @@ Tiles choose_tiles(const Problem& p, bool agg_first, size_t elem, size_t smem_li
   }
 }
 
+// END HOST-EMULATED
+
 // Composite (cuBLAS) forward for shapes the fused kernel cannot tile (graphs too large for shared memory).
 at::Tensor graph_conv_composite(const at::Tensor& x, const at::Tensor& A, const at::Tensor& weight,
                                 const c10::optional<at::Tensor>& bias) {
@@ -298,47 +302,51 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> graph_conv_backward_c
   }
   if (!(mask[1] || mask[2] || mask[3])) return {gx, gA, gw, gb};
 
-  // Reductions over samples and frames in fp32 (fp64 for fp64), as batched cuBLAS GEMMs.
+  // Reductions over samples and frames in fp32 (fp64 for fp64): per partition k, one GEMM over the
+  // smaller side (C_in or C_out) of a (N, C, T, V) intermediate, then a batched GEMM summed over n.
   const at::ScalarType ct = st == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor xf = x_.to(ct).contiguous(), Af = A_.to(ct).contiguous(), wf = weight_.to(ct).contiguous();
   const at::Tensor gyf = gy.to(ct);
+  const at::Tensor x3 = xf.view({N, Cin, TV}), gy3 = gyf.view({N, Cout, TV});
+  const at::Tensor wk = wf.view({K, Cout, Cin});
+  const at::Tensor bf = has_bias ? bias_->to(ct).view({K, Cout}) : at::Tensor();
   const at::Tensor gys = gyf.sum({0, 2});  // (C_out, V)
   if (mask[2]) {
-    at::Tensor gwc;
-    if (Cin <= Cout) {
-      // Z_k = x A_k: (N, K, C_in*T, V); grad_W[k*C_out + c, ci] = sum gy[n,c,:] . Z[n,k,ci,:]
-      const at::Tensor Z = at::matmul(xf.view({N, 1, Cin * T, V}), Af.unsqueeze(0));
-      gwc = at::bmm(gyf.view({N, Cout, TV}), Z.view({N, K * Cin, TV}).transpose(1, 2)).sum(0);  // (C_out, K*C_in)
-      gwc = gwc.view({Cout, K, Cin}).permute({1, 0, 2}).reshape({K * Cout, Cin});
-    } else {
-      // G_k = grad_out A_k^T: (N, K, C_out*T, V); grad_W = sum_n G x^T
-      const at::Tensor G = at::matmul(gyf.view({N, 1, Cout * T, V}), Af.transpose(1, 2).unsqueeze(0));
-      gwc = at::bmm(G.view({N, K * Cout, TV}), xf.view({N, Cin, TV}).transpose(1, 2)).sum(0);
+    at::Tensor gwf = at::empty({K, Cout, Cin}, xf.options());
+    for (int64_t k = 0; k < K; ++k) {
+      if (Cin <= Cout) {
+        // Z_k = x A_k; grad_W_k = sum_n gy_n Z_k,n^T
+        const at::Tensor Zk = at::matmul(xf.view({N * Cin * T, V}), Af[k]).view({N, Cin, TV});
+        gwf[k].copy_(at::bmm(gy3, Zk.transpose(1, 2)).sum(0));
+      } else {
+        // GH_k = gy A_k^T; grad_W_k = sum_n GH_k,n x_n^T
+        const at::Tensor Gk = at::matmul(gyf.view({N * Cout * T, V}), Af[k].t()).view({N, Cout, TV});
+        gwf[k].copy_(at::bmm(Gk, x3.transpose(1, 2)).sum(0));
+      }
     }
-    gw = gwc.to(st);
+    gw = gwf.view({K * Cout, Cin}).to(st);
   }
   if (mask[3]) {
     // grad_b[k, c] = sum_w gys[c, w] * s_k[w], s_k[w] = sum_v A[k, v, w]
     gb = at::matmul(Af.sum(1), gys.t()).reshape({K * Cout}).to(st);
   }
   if (mask[1]) {
-    at::Tensor ga;
-    if (Cin <= Cout) {
-      // G2_k = W_k^T grad_out: (N, K, C_in*T, V); grad_A_k = sum x^T G2_k
-      const at::Tensor G2 = at::matmul(wf.view({K, Cout, Cin}).transpose(1, 2).unsqueeze(0),
-                                       gyf.view({N, 1, Cout, TV}));
-      ga = at::matmul(xf.view({N, 1, Cin * T, V}).transpose(-1, -2), G2.view({N, K, Cin * T, V})).sum(0);
-      if (has_bias) {
-        const at::Tensor bf = bias_->to(ct).view({K, Cout});
-        ga = ga + at::matmul(bf, gys).unsqueeze(1);  // bias term, independent of v
+    at::Tensor gaf = at::empty({K, V, V}, xf.options());
+    for (int64_t k = 0; k < K; ++k) {
+      if (Cin <= Cout) {
+        // G2_k = W_k^T gy; grad_A_k = sum x^T G2_k (+ the bias term, the same for every v)
+        const at::Tensor G2k = at::matmul(wk[k].t(), gy3).contiguous();  // (N, C_in, T*V)
+        at::Tensor gak = at::mm(xf.view({N * Cin * T, V}).t(), G2k.view({N * Cin * T, V}));
+        if (has_bias) gak = gak + at::matmul(bf[k], gys).unsqueeze(0);
+        gaf[k].copy_(gak);
+      } else {
+        // H_k = W_k x + b_k; grad_A_k = sum H_k^T gy
+        at::Tensor Hk = at::matmul(wk[k], x3);  // (N, C_out, T*V)
+        if (has_bias) Hk = Hk + bf[k].view({1, Cout, 1});
+        gaf[k].copy_(at::mm(Hk.contiguous().view({N * Cout * T, V}).t(), gyf.view({N * Cout * T, V})));
       }
-    } else {
-      // H = W x + b: (N, K, C_out*T, V); grad_A_k = sum H_k^T grad_out
-      at::Tensor H = at::matmul(wf, xf.view({N, Cin, TV}));
-      if (has_bias) H = H + bias_->to(ct).view({1, K * Cout, 1});
-      ga = at::matmul(H.view({N, K, Cout * T, V}).transpose(-1, -2), gyf.view({N, 1, Cout * T, V})).sum(0);
     }
-    gA = ga.to(st);
+    gA = gaf.to(st);
   }
   return {gx, gA, gw, gb};
 }

@@ -24,7 +24,8 @@ Body selection (what :func:`read_ntu_skeleton` returns, identical in C++ and Pyt
    appearance); frames in which none of them is present — including frames with no body at all —
    are dropped; a kept body absent from a kept frame is zeros there.
 
-Coordinates are parsed to float64 (correctly rounded) and stored as float32. This is the simple
+Coordinates are parsed to float64 (correctly rounded) and stored as float32 (a value beyond the
+float32 range is an error). This is the simple
 rule of SPEC §6, *not* CTR-GCN's ``get_raw_denoised_data`` (which also drops bodies by spread ratio
 and length and splits noisy tracks).
 """
@@ -59,6 +60,7 @@ _INT_RE = re.compile(rf"{_WS}*(\d+){_WS}*")
 _BODY_RE = re.compile(rf"{_WS}*(\d+)(?:{_WS}+{_NUM}){{9}}{_WS}*")
 _JOINT_RE = re.compile(rf"{_WS}*({_NUM}){_WS}+({_NUM}){_WS}+({_NUM})(?:{_WS}+{_NUM}){{9}}{_WS}*")
 _NUM_FULL = re.compile(_NUM)
+_F32_OVERFLOW = 3.4028235677973366e38  # FLT_MAX + half an ulp: doubles from here round to inf in float32
 _DIGITS_RE = re.compile(r"\d+")
 _SPLIT_RE = re.compile(r"[ \t]+")
 
@@ -172,8 +174,8 @@ def _parse_python(path: str, num_joints: int = 25) -> Tuple[List[List[Tuple[str,
                     raise NTUFormatError(path, pos + 1, f"joint line: {_diagnose_numbers(s, 12)}")
                 for c in range(3):
                     v = float(m.group(c + 1))
-                    if math.isinf(v):
-                        raise NTUFormatError(path, pos + 1, f"joint line: field {c + 1} is out of the float64 range: '{m.group(c + 1)}'")
+                    if not abs(v) < _F32_OVERFLOW:
+                        raise NTUFormatError(path, pos + 1, f"joint line: field {c + 1} is out of the float32 range: '{m.group(c + 1)}'")
                     xyz[j, c] = v
                 pos += 1
             bodies.append((body_id, xyz))

@@ -15,7 +15,8 @@ Every sample is produced by forward kinematics of a rest skeleton:
 3. **Per-sample variation.** Subject bone-length scale (global U[0.85, 1.15] × per-bone
    U[0.95, 1.05]), amplitude/offset/frequency/phase jitter, small idle motion on every group, a view
    rotation (yaw U[-60°, 60°], pitch N(0, 5°)), a position in front of the camera (z ≈ 3 m), sensor
-   noise N(0, 8 mm), a valid length U[T/2, T] with zero padding after it.
+   noise N(0, 8 mm), a valid length U[T/2, T] with zero padding after it. By default each sample is
+   then translated like CTR-GCN's ``seq_translation`` (body 0's SpineMid at frame 0 = origin).
 
 Class prototypes depend only on ``(num_classes, graph, class_seed)``; samples on ``seed``. So two
 datasets with different ``seed`` share classes (train on one, test on the other), and
@@ -151,6 +152,9 @@ class SyntheticSkeletons(SkeletonDataset):
         test_fraction: fraction of each class that ``split="test"`` keeps.
         min_length: shortest valid length; default ``max(T // 2, 1)``.
         noise: sensor noise standard deviation in metres.
+        center: translate every sample so that body 0's SpineMid (joint 1) in the first frame is the
+            origin, as CTR-GCN's preprocessing (``seq_translation``) leaves NTU; ``False`` keeps camera
+            coordinates (subject about 3 m in front of the camera).
 
     Attributes ``x`` float32 ``(N, 3, T, V, M)``, ``y`` int64, ``lengths`` int64,
     ``subjects`` int64 (a subject id per sample), ``class_groups`` (the motion groups per class);
@@ -160,7 +164,7 @@ class SyntheticSkeletons(SkeletonDataset):
     def __init__(self, num_classes: int = 10, num_samples: int = 500, T: int = 96,
                  graph: Optional[SkeletonGraph | str] = None, bodies: int = 2, seed: int = 0, *,
                  class_seed: int = 0, split: str = "all", test_fraction: float = 0.2,
-                 min_length: Optional[int] = None, noise: float = 0.008):
+                 min_length: Optional[int] = None, noise: float = 0.008, center: bool = True):
         for name, v, lo in (("num_classes", num_classes, 2), ("num_samples", num_samples, 1), ("T", T, 2)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name}: expected an int >= {lo}, got {v!r}")
@@ -177,7 +181,7 @@ class SyntheticSkeletons(SkeletonDataset):
         self.num_classes_, self.T, self.bodies, self.seed, self.class_seed = num_classes, T, bodies, seed, class_seed
         self._setup_skeleton()
         self._make_classes(num_classes, class_seed)
-        x, y, lengths, subjects = self._generate(num_samples, T, bodies, seed, min_length, noise)
+        x, y, lengths, subjects = self._generate(num_samples, T, bodies, seed, min_length, noise, center)
         keep = self._split_index(y, split, test_fraction, num_classes)
         super().__init__(x[keep], y[keep], lengths[keep],
                          names=[f"synthetic_s{seed}_{i:06d}" for i in keep.tolist()])
@@ -318,7 +322,7 @@ class SyntheticSkeletons(SkeletonDataset):
         return (off[:, None] + amp[:, None] * torch.sin(w * freq[:, None] + phase[:, None])
                 + idle_amp[:, None] * torch.sin(w * idle_f[:, None] + idle_p[:, None]))
 
-    def _generate(self, N: int, T: int, M: int, seed: int, min_length: int, noise: float):
+    def _generate(self, N: int, T: int, M: int, seed: int, min_length: int, noise: float, center: bool):
         gen = torch.Generator().manual_seed(seed)
         K, V = self.num_classes_, self.graph.V
         y = torch.arange(N) % K
@@ -363,7 +367,10 @@ class SyntheticSkeletons(SkeletonDataset):
         if M == 2:
             present[:, 1] = inter
         valid = torch.arange(T)[None, :] < lengths[:, None]  # (N, T)
-        out = out * (valid[:, :, None, None, None] & present[:, None, None, None, :])
+        keep = valid[:, :, None, None, None] & present[:, None, None, None, :]
+        if center:  # CTR-GCN seq_translation: body 0's joint 1 (SpineMid) at frame 0 is the origin
+            out = out - out[:, :1, 1:2, :, :1]
+        out = out * keep
         x = out.permute(0, 3, 1, 2, 4).contiguous()  # (N, 3, T, V, M)
         return x, y, lengths, subjects
 
