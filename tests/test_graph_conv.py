@@ -248,3 +248,132 @@ def test_cuda_matches_cpu_op_at_pstl_block_shape():
     gpu = _fwd_bwd(lambda *a: graph_conv(*a, backend="cpp"), *(z.cuda() for z in (x, A, w, b, gy)))
     for c_, g_ in zip(cpu, gpu):
         _assert_close(g_.cpu(), c_, 1e-5, "cuda vs cpu")
+
+
+# --------------------------------------------------------------------------- CUDA kernel, emulated on the host
+_CUDA_SRC = os.path.join(os.path.dirname(__file__), "..", "csrc", "cuda", "graph_conv_cuda.cu")
+_EMULATOR = r"""
+// Runs fastskel's fused CUDA kernel on the host: one pthread per CUDA thread, a barrier for
+// __syncthreads, blocks one after another. Reads a case from argv[1], writes y to argv[2].
+#include <pthread.h>
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <vector>
+struct Dim3 { unsigned x = 0, y = 0, z = 0; };
+thread_local Dim3 threadIdx, blockIdx;
+static pthread_barrier_t barrier;
+#define __syncthreads() pthread_barrier_wait(&barrier)
+#define __global__
+#define __launch_bounds__(n)
+#define __shared__
+#define __restrict__
+using std::min;
+namespace at { template <class T> using opmath_type = T; }
+alignas(16) unsigned char smem_raw[1 << 22];
+#include "kernel.inc"
+
+struct Job { const double *x, *A, *w, *b; double* y; Problem p; Tiles t; bool agg; unsigned bx, by, tid; };
+static void* run(void* arg) {
+  Job* j = static_cast<Job*>(arg);
+  threadIdx.x = j->tid; blockIdx.x = j->bx; blockIdx.y = j->by;
+  if (j->agg) graph_conv_fused_kernel<double, true>(j->x, j->A, j->w, j->b, j->y, j->p, j->t.CT, j->t.TT, j->t.CC);
+  else graph_conv_fused_kernel<double, false>(j->x, j->A, j->w, j->b, j->y, j->p, j->t.CT, j->t.TT, j->t.CC);
+  return nullptr;
+}
+int main(int argc, char** argv) {
+  FILE* f = std::fopen(argv[1], "rb");
+  int64_t h[12];
+  if (std::fread(h, sizeof(int64_t), 12, f) != 12) return 2;
+  Problem p{h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9] != 0};
+  const bool has_bias = h[10] != 0;
+  std::vector<double> x(p.N * p.Cin * p.T * p.V), A(p.K * p.V * p.V), w(p.K * p.Cout * p.Cin), b(p.K * p.Cout);
+  for (auto* v : {&x, &A, &w, &b})
+    if (std::fread(v->data(), sizeof(double), v->size(), f) != v->size()) return 2;
+  std::fclose(f);
+  const bool agg = p.Cin <= p.Cout;
+  const Tiles t = choose_tiles(p, agg, sizeof(double), static_cast<size_t>(h[11]));
+  if (!t.ok) return 3;
+  std::vector<double> y(p.N * p.Cout * p.T * p.V, -1.0);
+  pthread_barrier_init(&barrier, nullptr, kThreads);
+  const int64_t n_ttiles = (p.T + t.TT - 1) / t.TT;
+  for (unsigned bx = 0; bx < p.N * n_ttiles; ++bx)
+    for (unsigned by = 0; by < (p.Cout + t.CT - 1) / t.CT; ++by) {
+      std::vector<pthread_t> th(kThreads);
+      std::vector<Job> jobs(kThreads);
+      for (int i = 0; i < kThreads; ++i) {
+        jobs[i] = Job{x.data(), A.data(), w.data(), has_bias ? b.data() : nullptr, y.data(), p, t, agg, bx, by,
+                      static_cast<unsigned>(i)};
+        pthread_create(&th[i], nullptr, run, &jobs[i]);
+      }
+      for (auto& id : th) pthread_join(id, nullptr);
+    }
+  f = std::fopen(argv[2], "wb");
+  std::fwrite(y.data(), sizeof(double), y.size(), f);
+  std::fclose(f);
+  std::printf("CT=%d TT=%d CC=%d smem=%zu\n", t.CT, t.TT, t.CC, t.smem);
+  return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def cuda_emulator(tmp_path_factory):
+    import shutil
+
+    cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no host C++ compiler to emulate the CUDA kernel")
+    src = open(_CUDA_SRC).read()
+    begin, end = src.index("// BEGIN HOST-EMULATED"), src.index("// END HOST-EMULATED")
+    d = tmp_path_factory.mktemp("cuda_emu")
+    (d / "kernel.inc").write_text(src[begin:end])
+    (d / "emu.cpp").write_text(_EMULATOR)
+    res = subprocess.run([cxx, "-O1", "-std=c++17", "-pthread", "emu.cpp", "-o", "emu"], cwd=d, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return d
+
+
+def _emulate(d, x, A, w3, b, w_strides, trans, smem):
+    """Run the emulated kernel; w3 is the flat weight array, w_strides (k, o, i)."""
+    import numpy as np
+
+    n, cin, t, v = x.shape
+    k = A.shape[0]
+    cout = w3.numel() // (k * cin)
+    head = np.array([n, cin, t, v, k, cout, *w_strides, int(trans), int(b is not None), smem], dtype=np.int64)
+    bb = b if b is not None else torch.zeros(k * cout, dtype=torch.float64)
+    with open(d / "case.bin", "wb") as f:
+        f.write(head.tobytes())
+        for z in (x, A, w3, bb):
+            f.write(z.double().contiguous().numpy().tobytes())
+    res = subprocess.run([str(d / "emu"), str(d / "case.bin"), str(d / "y.bin")], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    return torch.from_numpy(np.fromfile(d / "y.bin", dtype=np.float64)).view(n, cout, t, v)
+
+
+# (N, C_in, C_out, T, V, K, bias, shared-memory limit): agg-first and mix-first tiles, several
+# channel chunks (CC < C_in), several output-channel tiles, partial frame tiles, V = 60.
+_EMU_CASES = [
+    (2, 3, 16, 7, 25, 3, True, 48 * 1024),
+    (1, 13, 6, 5, 7, 1, True, 48 * 1024),
+    (2, 40, 33, 3, 25, 3, False, 20 * 1024),
+    (1, 5, 70, 9, 18, 2, True, 48 * 1024),
+    (1, 2, 2, 3, 60, 3, True, 200 * 1024),
+]
+
+
+@pytest.mark.parametrize("case", _EMU_CASES, ids=lambda c: "x".join(map(str, c[:6])))
+def test_cuda_kernel_host_emulation(cuda_emulator, case):
+    n, ci, co, t, v, k, bias, smem = case
+    x, A, w, b, gy = _inputs((n, ci, co, t, v, k, bias), torch.float64, seed=7)
+    # forward: weight (K*C_out, C_in) → W(k, o, i) strides (C_out*C_in, C_in, 1)
+    y = _emulate(cuda_emulator, x, A, w, b, (co * ci, ci, 1), False, smem)
+    _assert_close(y, R.graph_conv(x, A, w, b), 1e-12, "emulated forward")
+    # grad_x: the same kernel on grad_out with A^T and W_k^T: strides (C_out*C_in, 1, C_in)
+    gx = _emulate(cuda_emulator, gy, A, w, None, (co * ci, 1, ci), True, smem)
+    xr = x.clone().requires_grad_()
+    R.graph_conv(xr, A, w, b).backward(gy)
+    _assert_close(gx, xr.grad, 1e-12, "emulated grad_x")
