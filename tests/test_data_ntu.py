@@ -107,7 +107,7 @@ def test_cpp_and_python_agree_on_number_syntax(tmp_path):
     j = text.index("25") + 1
     text[j] = "+1.5e-3\t.25 7. 1 2 3 4 5 6 7 8 2"
     text[j + 1] = "1e-320 -0.0 123456789012345678901234567890 1 2 3 4 5 6 7 8 2\r"
-    text[j + 2] = "  0.1000000000000000055511151231257827 -1E+2 3.4028235677973365e38 1 2 3 4 5 6 7 8 2  "
+    text[j + 2] = "  0.1000000000000000055511151231257827 -1E+2 3.40282e38 1 2 3 4 5 6 7 8 2  "
     p.write_text("\n".join(text) + "\n\n  \n")
     u, v = read_ntu_skeleton(str(p), backend="cpp"), read_ntu_skeleton(str(p), backend="python")
     assert np.array_equal(u.view(np.uint32), v.view(np.uint32))
@@ -221,16 +221,16 @@ def _ctr_rows(arr, T=300, center=True):
     return out
 
 
-@pytest.mark.parametrize("benchmark", ["xsub", "xview", "xset"])
-def test_prepare_writes_the_expected_arrays_and_splits(ntu_dir, tmp_path, capsys, benchmark):
+@pytest.mark.parametrize("split_name", ["xsub", "xview", "xset"])
+def test_prepare_writes_the_expected_arrays_and_splits(ntu_dir, tmp_path, capsys, split_name):
     d, paths, names = ntu_dir
-    out = tmp_path / "out" / f"ntu_{benchmark}.npz"
-    rc = main(["prepare", "ntu", "--raw", str(d), "--out", str(out), "--benchmark", benchmark, "--quiet",
+    out = tmp_path / "out" / f"ntu_{split_name}.npz"
+    rc = main(["prepare", "ntu", "--raw", str(d), "--out", str(out), "--benchmark", split_name, "--quiet",
                "--threads", "2", "--chunk", "2"])
     assert rc == 0
     z = np.load(out)
     order = sorted(names)
-    train = [n for n in order if is_train(parse_ntu_name(n), benchmark)]
+    train = [n for n in order if is_train(parse_ntu_name(n), split_name)]
     test = [n for n in order if n not in train]
     assert list(z["names_train"]) == train and list(z["names_test"]) == test
     assert z["x_train"].shape == (len(train), 300, 150) and z["x_test"].dtype == np.float32

@@ -148,7 +148,7 @@ def _ridge_probe(train, test, lam=10.0):
 
 
 def test_linear_probe_on_raw_input_beats_chance_but_is_not_trivial():
-    kw = dict(num_classes=10, num_samples=400, T=64, seed=0)
+    kw = dict(num_classes=10, num_samples=300, T=48, seed=0)
     acc = _ridge_probe(SyntheticSkeletons(split="train", **kw), SyntheticSkeletons(split="test", **kw))
     # chance is 0.10: well above it, far from solved (tempo-variant classes share their mean pose)
     assert 0.25 < acc < 0.85, acc
@@ -179,13 +179,22 @@ def _classifier(num_classes):
     return Conv(), "conv"
 
 
-def test_small_supervised_model_reaches_high_accuracy():
+@pytest.fixture
+def one_thread():
+    """Small models train several times faster on one thread on a shared 2-core CI box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_small_supervised_model_reaches_high_accuracy(one_thread):
     torch.manual_seed(0)
     kw = dict(num_classes=6, num_samples=300, T=48, bodies=1, seed=0)
     tr, te = SyntheticSkeletons(split="train", **kw), SyntheticSkeletons(split="test", **kw)
     model, kind = _classifier(6)
     opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for epoch in range(12):
+    for epoch in range(10):
         model.train()
         for x, _, y in make_loader(tr, 40, shuffle=True, seed=epoch):
             loss = torch.nn.functional.cross_entropy(model(x), y)

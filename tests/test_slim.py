@@ -8,8 +8,8 @@ import torch
 
 from fastskel.graph import SkeletonGraph
 from fastskel.methods import get_method
-from fastskel.methods.slim import (SLiM, SLiMConfig, bone_scale, koleo_loss, mirror, resample_interval, rotate,
-                                   rotation_matrices)
+from fastskel.data.transforms import resample
+from fastskel.methods.slim import SLiM, SLiMConfig, koleo_loss
 from fastskel.methods.slim_masking import TubeTable, connected_subsets, semantic_tube_mask
 from fastskel.nn.dino_head import DINOHead
 from fastskel.nn.vit import SkeletonViT
@@ -114,71 +114,30 @@ def test_tube_mask_apply_seeded_and_errors():
 
 
 # ============================================================================ views and augmentations
-def test_resample_interval_identity_and_interpolation():
-    x = torch.randn(2, 3, 10, 4)
-    L = torch.tensor([10, 6])
-    out = resample_interval(x, torch.zeros(2), L.float(), L, 10)
-    torch.testing.assert_close(out[0], x[0])
-    out6 = resample_interval(x[1:], torch.zeros(1), torch.tensor([6.0]), L[1:], 6)
-    torch.testing.assert_close(out6[0], x[1, :, :6])
-    # a sub-interval at integer frames and stride 2 picks every other frame exactly
-    sub = resample_interval(x[:1], torch.tensor([2.5]), torch.tensor([6.0]), L[:1], 3)
-    torch.testing.assert_close(sub[0], x[0, :, [3, 5, 7]])
-    # upsampling 2 frames → 4: cell centres at −0.25, 0.25, 0.75, 1.25 → clamp, linear, linear, clamp
-    y = torch.tensor([0.0, 4.0]).view(1, 1, 2, 1)
-    up = resample_interval(y, torch.zeros(1), torch.tensor([2.0]), torch.tensor([2]), 4)
-    torch.testing.assert_close(up.flatten(), torch.tensor([0.0, 1.0, 3.0, 4.0]))
-    # never reads past the valid length
-    z = torch.cat([torch.ones(1, 1, 5, 1), torch.full((1, 1, 5, 1), 100.0)], 2)
-    assert resample_interval(z, torch.zeros(1), torch.tensor([9.0]), torch.tensor([5]), 7).max() == 1.0
-
-
-def test_rotation_matrix_order_and_ranges():
-    a, b, g = torch.tensor([0.3]), torch.tensor([-1.2]), torch.tensor([0.5])
-    r = rotation_matrices(a, b, g)[0]
-    rx = torch.tensor([[1, 0, 0], [0, math.cos(0.3), -math.sin(0.3)], [0, math.sin(0.3), math.cos(0.3)]])
-    ry = torch.tensor([[math.cos(-1.2), 0, math.sin(-1.2)], [0, 1, 0], [-math.sin(-1.2), 0, math.cos(-1.2)]])
-    rz = torch.tensor([[math.cos(0.5), -math.sin(0.5), 0], [math.sin(0.5), math.cos(0.5), 0], [0, 0, 1]])
-    torch.testing.assert_close(r, rz @ ry @ rx)
-    x = torch.randn(64, 3, 5, 25)
-    gen = torch.Generator().manual_seed(0)
-    out = rotate(x, torch.ones(64, dtype=torch.bool), 180.0, 30.0, gen)
-    torch.testing.assert_close(out.norm(dim=1), x.norm(dim=1), atol=1e-5, rtol=1e-5)   # rigid
-    # with tilt 0 the vertical (y) coordinate is untouched
-    out0 = rotate(x, torch.ones(64, dtype=torch.bool), 180.0, 0.0, gen)
-    torch.testing.assert_close(out0[:, 1], x[:, 1])
-    keep = rotate(x, torch.zeros(64, dtype=torch.bool), 180.0, 30.0, gen)
-    torch.testing.assert_close(keep, x)
-
-
-def test_mirror_swaps_and_negates():
-    x = torch.randn(2, 3, 4, 25)
-    out = mirror(x, torch.tensor([True, False]), NTU)
-    torch.testing.assert_close(out[0, 0, :, 4], -x[0, 0, :, 8])
-    torch.testing.assert_close(out[0, 1:, :, 21], x[0, 1:, :, 23])
-    torch.testing.assert_close(out[0, :, :, 20] * torch.tensor([-1.0, 1, 1])[:, None], x[0, :, :, 20])
-    torch.testing.assert_close(out[1], x[1])
-    torch.testing.assert_close(mirror(out, torch.tensor([True, False]), NTU), x)       # an involution
-
-
-def test_bone_scale_preserves_directions_and_scales_parts():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 3, 6, 25)
-    out = bone_scale(x, torch.tensor([True, True, False]), NTU, (0.85, 1.15), gen)
-    par = torch.tensor(NTU.parents)
-    b_in = x - x[..., par]
-    b_out = out - out[..., par]
-    torch.testing.assert_close(out[..., NTU.center], x[..., NTU.center])                  # root trajectory kept
-    torch.testing.assert_close(out[2], x[2])
-    ratio = b_out.norm(dim=1) / b_in.norm(dim=1).clamp(min=1e-6)                           # (B, T, V)
-    cos = (b_in * b_out).sum(1) / (b_in.norm(dim=1) * b_out.norm(dim=1)).clamp(min=1e-9)
+def test_views_shapes_anchors_and_augmentations():
+    torch.manual_seed(0)
+    cfg = tiny(frames=32, local_frames=(16, 8), local_scales=((0.35, 0.7), (0.15, 0.4)), local_crops=2)
+    m = SLiM(cfg)
+    bodies = torch.randn(3, 3, 40, 25)
+    L = torch.tensor([40, 12, 25])
+    glob, locals_ = m._views(bodies, L, torch.Generator().manual_seed(0))
+    assert glob.shape == (6, 3, 32, 25)
+    assert [v.shape for v, _ in locals_] == [(12, 3, 16, 25), (12, 3, 8, 25)]   # 2 anchors × 2 crops × 3
+    for _, anchors in locals_:
+        assert anchors.tolist() == [0] * 6 + [1] * 6
+    # without symmetrisation only G1 has local crops
+    m1 = SLiM(dataclasses.replace(cfg, symmetrize=False))
+    _, loc1 = m1._views(bodies, L, torch.Generator().manual_seed(0))
+    assert [v.shape[0] for v, _ in loc1] == [6, 6] and all((a == 0).all() for _, a in loc1)
+    # p = 1: every view rotated, mirrored (bone j comes from bone flip(j)) and bone-scaled by 0.85–1.15
+    m0 = SLiM(dataclasses.replace(cfg, aug_prob=1.0))
+    x = torch.randn(4, 3, 8, 25)
+    y = m0._augment(x, torch.Generator().manual_seed(1))
+    par, flip = torch.tensor(NTU.parents), torch.tensor(NTU.flip_permutation())
+    bx = (x - x[..., par]).norm(dim=1)[..., flip]
+    r = (y - y[..., par]).norm(dim=1) / bx.clamp(min=1e-6)
     nonroot = [v for v in range(25) if v != NTU.center]
-    torch.testing.assert_close(cos[..., nonroot], torch.ones_like(cos[..., nonroot]), atol=1e-4, rtol=0)
-    for name, joints in NTU.parts.items():
-        js = [j for j in joints if j != NTU.center]
-        r = ratio[:2][..., js]
-        assert ((r > 0.85 - 1e-4) & (r < 1.15 + 1e-4)).all()
-        torch.testing.assert_close(r, r[..., :1].expand_as(r), atol=1e-4, rtol=1e-4)       # one factor per part
+    assert ((r[..., nonroot] > 0.85 - 1e-4) & (r[..., nonroot] < 1.15 + 1e-4)).all()
 
 
 def test_koleo_hand():
@@ -353,7 +312,7 @@ def test_encode_cls_body_average():
     one = m.encode(x[:1, ..., :1], lengths[:1])                           # the empty body does not count
     torch.testing.assert_close(f[:1], one, atol=1e-5, rtol=1e-5)
     xc = x[2] - x[2, :, :1, NTU.center:NTU.center + 1, :1]                  # centred on body 0's root at frame 0
-    views = resample_interval(xc.permute(3, 0, 1, 2), torch.zeros(2), torch.full((2,), 17.0), torch.tensor([17, 17]), 16)
+    views = resample(xc.permute(3, 0, 1, 2), torch.zeros(2, dtype=torch.long), torch.tensor([17, 17]), 16)
     cls = m.teacher["encoder"](views)[:, 0].mean(0)
     torch.testing.assert_close(f[2], cls, atol=1e-5, rtol=1e-5)
 

@@ -25,9 +25,9 @@ Body selection (what :func:`read_ntu_skeleton` returns, identical in C++ and Pyt
    are dropped; a kept body absent from a kept frame is zeros there.
 
 Coordinates are parsed to float64 (correctly rounded) and stored as float32 (a value beyond the
-float32 range is an error). This is the simple
-rule of SPEC §6, *not* CTR-GCN's ``get_raw_denoised_data`` (which also drops bodies by spread ratio
-and length and splits noisy tracks).
+float32 range is an error). This is the simple rule of SPEC §6, *not* CTR-GCN's
+``get_raw_denoised_data`` (which also drops bodies by spread ratio and length and splits noisy
+tracks).
 """
 from __future__ import annotations
 
@@ -315,7 +315,7 @@ def center_like_ctrgcn(x: np.ndarray) -> np.ndarray:
     origin = body0[:, nz[0], 1].copy()
     absent = ~(x != 0).any(axis=(0, 2))  # (T, M)
     x -= origin[:, None, None, None]
-    x[:, absent] = 0.0
+    x[np.broadcast_to(absent[None, :, None, :], x.shape)] = 0.0
     return x
 
 

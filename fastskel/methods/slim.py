@@ -5,14 +5,15 @@ Pipeline of one pretraining step (``SLiM.forward``), batched on the input's devi
 1. **Bodies.** The action is centred (``center``: minus the root joint of body 0 at frame 0, the
    CTR-GCN/MAMP preprocessing of NTU), then ``(N, C, T, V, M)`` → ``(N·M, C, T, V)``; all-zero
    bodies are dropped (``skip_empty_bodies``). Every body uses the action's valid length ``L``.
-2. **Hierarchical temporal sampling** (App. B). Two global intervals of ``U[0.5, 1.0]·L`` frames at a
-   uniform start, each resampled to ``frames`` = 64; from each global interval (G1's, and G2's for
-   the symmetrised objective) two crops each of ``U[0.35, 0.7]``, ``U[0.15, 0.4]``,
-   ``U[0.05, 0.2]`` of the interval, resampled to 32, 16, 8 frames. Resampling: the interval is cut
-   into ``T_out`` equal cells and each cell centre is linearly interpolated between frames
-   (strided sampling when the interval is longer, linear upsampling when it is shorter).
-3. **Skeleton-aware augmentations** (App. D), each with p = 0.5, independently per view and
-   sample: rotation ``R = Rz·Ry·Rx`` (Y ±180°, X/Z ±30°), mirroring (negate x + swap L/R joints),
+2. **Hierarchical temporal sampling** (App. B, :func:`fastskel.data.transforms.hierarchical_views`).
+   Two global intervals of ``U[0.5, 1.0]·L`` frames at a random start, each linearly resampled to
+   ``frames`` = 64; from each global interval (G1's, and G2's for the symmetrised objective) two
+   crops each of ``U[0.35, 0.7]``, ``U[0.15, 0.4]``, ``U[0.05, 0.2]`` of the interval, resampled to
+   32, 16, 8 frames (``F.interpolate(mode="linear", align_corners=False)`` semantics: strided when
+   the interval is longer, linear upsampling when shorter).
+3. **Skeleton-aware augmentations** (App. D, ``fastskel.data.transforms``: ``slim_rotate``,
+   ``slim_mirror``, ``bone_scale``), each with p = 0.5, independently per view and sample:
+   rotation ``R = Rz·Ry·Rx`` (Y ±180°, X/Z ±30°), mirroring (negate x + swap L/R joints),
    bone-aware scaling (one factor U[0.85, 1.15] per body part on the bone vectors, rebuilt from the
    root).
 4. **Semantic tube masking** (App. C, :mod:`fastskel.methods.slim_masking`): always on the global
@@ -62,6 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastskel.data.transforms import bone_scale, hierarchical_views, resample, slim_mirror, slim_rotate
 from fastskel.graph import SkeletonGraph
 from fastskel.nn.dino_head import DINOHead
 from fastskel.nn.vit import SkeletonViT
@@ -71,7 +73,7 @@ from fastskel.ops.prototype import (prototype_cross_entropy, prototype_cross_ent
 
 from .slim_masking import TubeTable, semantic_tube_mask
 
-__all__ = ["SLiM", "SLiMConfig", "bone_scale", "koleo_loss", "mirror", "resample_interval", "rotate"]
+__all__ = ["SLiM", "SLiMConfig", "koleo_loss"]
 
 HEAD_IMPLS = ("chunked", "reference")
 
@@ -237,99 +239,15 @@ def _interval(v, name: str) -> Tuple[float, float]:
     return lo, hi
 
 
-# ============================================================================ views and augmentations
-def resample_interval(x: torch.Tensor, start: torch.Tensor, duration: torch.Tensor, lengths: torch.Tensor,
-                      out_frames: int) -> torch.Tensor:
-    """Resample the interval ``[start, start + duration)`` (in frames, continuous) of each sequence to
-    ``out_frames`` frames by linear interpolation at the centres of ``out_frames`` equal cells.
-
-    ``x`` ``(B, C, T, V)``; ``start``, ``duration`` float ``(B,)``; source frames are clamped to
-    ``[0, lengths − 1]``. ``start = 0, duration = L`` with ``out_frames = L`` is the identity.
-    """
-    b, c, t, v = x.shape
-    dev = x.device
-    j = torch.arange(out_frames, device=dev, dtype=torch.float32)
-    pos = start.float()[:, None] + (j[None] + 0.5) * (duration.float()[:, None] / out_frames) - 0.5
-    last = (lengths.float().clamp(min=1) - 1).clamp(max=t - 1)[:, None]
-    pos = torch.minimum(pos.clamp(min=0), last)
-    i0 = torch.floor(pos)
-    frac = (pos - i0).to(x.dtype)
-    i1 = torch.minimum(i0 + 1, last)
-    idx = lambda i: i.long().view(b, 1, out_frames, 1).expand(-1, c, -1, v)  # noqa: E731
-    g0 = torch.gather(x, 2, idx(i0))
-    g1 = torch.gather(x, 2, idx(i1))
-    return g0 + (g1 - g0) * frac.view(b, 1, out_frames, 1)
-
-
-def _uniform(n: int, lo: float, hi: float, generator, device) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(n, generator=generator, device=device)
+# ============================================================================ randomness
+def _rand(n: int, generator, device) -> torch.Tensor:
+    """``U[0, 1)`` draws on the generator's device (the device's default RNG without one), moved to ``device``."""
+    gdev = generator.device if generator is not None else device
+    return torch.rand(n, generator=generator, device=gdev).to(device)
 
 
 def _bernoulli(n: int, p: float, generator, device) -> torch.Tensor:
-    return torch.rand(n, generator=generator, device=device) < p
-
-
-def rotation_matrices(alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    """``R = Rz(γ)·Ry(β)·Rx(α)`` ``(B, 3, 3)`` (App. D.1, Algorithm 2), angles in radians."""
-    o, z = torch.ones_like(alpha), torch.zeros_like(alpha)
-    ca, sa, cb, sb, cg, sg = alpha.cos(), alpha.sin(), beta.cos(), beta.sin(), gamma.cos(), gamma.sin()
-    rx = torch.stack([o, z, z, z, ca, -sa, z, sa, ca], -1).view(-1, 3, 3)
-    ry = torch.stack([cb, z, sb, z, o, z, -sb, z, cb], -1).view(-1, 3, 3)
-    rz = torch.stack([cg, -sg, z, sg, cg, z, z, z, o], -1).view(-1, 3, 3)
-    return rz @ ry @ rx
-
-
-def rotate(x: torch.Tensor, apply: torch.Tensor, vertical_deg: float = 180.0, tilt_deg: float = 30.0,
-           generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Skeleton-aware rotation (App. D.1): Y (vertical) ±``vertical_deg``, X/Z ±``tilt_deg``,
-    ``x ← R x`` per sample where ``apply`` ``(B,)``; ``x`` ``(B, 3, T, V)``."""
-    b, dev = x.shape[0], x.device
-    deg = math.pi / 180.0
-    a = _uniform(b, -tilt_deg * deg, tilt_deg * deg, generator, dev)
-    be = _uniform(b, -vertical_deg * deg, vertical_deg * deg, generator, dev)
-    g = _uniform(b, -tilt_deg * deg, tilt_deg * deg, generator, dev)
-    r = rotation_matrices(a, be, g)
-    r = torch.where(apply[:, None, None], r, torch.eye(3, device=dev).expand(b, 3, 3))
-    return torch.einsum("bij,bjtv->bitv", r.to(x.dtype), x)
-
-
-def mirror(x: torch.Tensor, apply: torch.Tensor, graph: SkeletonGraph) -> torch.Tensor:
-    """Skeleton-aware mirroring (App. D.2, Algorithm 3): swap left/right joints and negate x."""
-    perm = torch.tensor(graph.flip_permutation(), device=x.device)
-    sign = torch.ones(x.shape[1], device=x.device, dtype=x.dtype)
-    sign[0] = -1
-    m = x[..., perm] * sign[None, :, None, None]
-    return torch.where(apply[:, None, None, None], m, x)
-
-
-def _ancestors(graph: SkeletonGraph) -> Tuple[int, torch.Tensor, torch.Tensor]:
-    """``(root, parents (V,), A (V, V))`` with ``A[a, j] = 1`` where ``a ≠ root`` lies on the path root → j."""
-    par = graph.parents
-    root = graph.center
-    anc = torch.zeros(graph.V, graph.V)
-    for j in range(graph.V):
-        a = j
-        while a != root:
-            anc[a, j] = 1.0
-            a = par[a]
-    return root, torch.tensor(par), anc
-
-
-def bone_scale(x: torch.Tensor, apply: torch.Tensor, graph: SkeletonGraph, scale_range=(0.85, 1.15),
-               generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Bone-aware scaling (App. D.3, Algorithm 4): bones ``x_j − x_parent(j)`` scaled by one factor
-    ``U[lo, hi]`` per body part (joints in no part keep 1), joints rebuilt from the root (the
-    graph's centre) along the tree: ``x'_j = x_root + Σ_{a on root→j} s_a·(x_a − x_parent(a))``."""
-    b, dev = x.shape[0], x.device
-    root, par, anc = _ancestors(graph)
-    part = torch.as_tensor(graph.part_index(), device=dev)
-    n_parts = len(graph.parts)
-    s = _uniform(b * n_parts, scale_range[0], scale_range[1], generator, dev).view(b, n_parts)
-    sj = torch.where(part[None] >= 0, s[:, part.clamp(min=0)], torch.ones(b, graph.V, device=dev))
-    sj = torch.where(apply[:, None], sj, torch.ones_like(sj)).to(x.dtype)
-    bones = x - x[..., par.to(dev)]
-    out = x[..., root:root + 1] + torch.einsum("bctv,bv,vw->bctw", bones, sj, anc.to(device=dev, dtype=x.dtype))
-    return out
+    return _rand(n, generator, device) < p
 
 
 # ============================================================================ losses
@@ -471,38 +389,38 @@ class SLiM(nn.Module):
 
     # -- views ------------------------------------------------------------------------
     def _augment(self, x: torch.Tensor, generator) -> torch.Tensor:
+        """Skeleton-aware augmentations (``fastskel.data.transforms``), each with ``aug_prob`` per sample."""
         cfg = self.config
-        b, dev, p = x.shape[0], x.device, cfg.aug_prob
+        p = cfg.aug_prob
         if cfg.in_channels == 3:
-            x = rotate(x, _bernoulli(b, p, generator, dev), cfg.rotate_vertical_deg, cfg.rotate_tilt_deg, generator)
-        x = mirror(x, _bernoulli(b, p, generator, dev), self.graph)
-        return bone_scale(x, _bernoulli(b, p, generator, dev), self.graph, cfg.bone_scale_range, generator)
+            x = slim_rotate(x, p, cfg.rotate_vertical_deg, cfg.rotate_tilt_deg, generator=generator)
+        x = slim_mirror(x, p, self.graph, generator=generator)
+        return bone_scale(x, cfg.bone_scale_range[0], cfg.bone_scale_range[1], p, self.graph, generator=generator)
 
     def _views(self, bodies: torch.Tensor, L: torch.Tensor, generator):
-        """Augmented global views ``(2B, C, 64, V)`` (view-major) and, per local length, local views
-        ``(A·crops·B, C, T_l, V)`` with the anchor (0 = G1, 1 = G2) of each row."""
+        """Augmented global views ``(2B, C, frames, V)`` (G1 rows then G2 rows) and, per local
+        length, local views ``(A·crops·B, C, T_l, V)`` with the anchor (0 = G1, 1 = G2) of each row.
+
+        One :func:`fastskel.data.transforms.hierarchical_views` call per global view (one global
+        interval and its local crops), so G2's local crops lie in G2's interval for the
+        symmetrised objective.
+        """
         cfg = self.config
         b, dev = bodies.shape[0], bodies.device
-        Lf = L.float().clamp(min=1)
-        starts, durs, glob = [], [], []
-        for _ in range(2):
-            d = Lf * _uniform(b, cfg.global_scale[0], cfg.global_scale[1], generator, dev)
-            s = (Lf - d) * torch.rand(b, generator=generator, device=dev)
-            starts.append(s)
-            durs.append(d)
-            glob.append(self._augment(resample_interval(bodies, s, d, L, cfg.frames), generator))
-        anchors = (0, 1) if cfg.symmetrize else (0,)
+        local = tuple(zip(cfg.local_frames, cfg.local_scales))
+        glob, per_anchor = [], []
+        for a in range(2):
+            use_local = a == 0 or cfg.symmetrize
+            v = hierarchical_views(bodies, L, cfg.frames, cfg.global_scale, local if use_local else (),
+                                   num_global=1, num_local=cfg.local_crops, generator=generator)
+            glob.append(self._augment(v.globals[0], generator))
+            if use_local:
+                per_anchor.append(v.locals)
         locals_ = []
-        for t_l, (lo, hi) in zip(cfg.local_frames, cfg.local_scales):
-            views, anchor_ids = [], []
-            for a in anchors:
-                for _ in range(cfg.local_crops):
-                    d = durs[a] * _uniform(b, lo, hi, generator, dev)
-                    s = starts[a] + (durs[a] - d) * torch.rand(b, generator=generator, device=dev)
-                    views.append(resample_interval(bodies, s, d, L, t_l))
-                    anchor_ids.append(torch.full((b,), a, device=dev, dtype=torch.int64))
-            views = self._augment(torch.cat(views), generator)
-            locals_.append((views, torch.cat(anchor_ids)))
+        for t_l in cfg.local_frames:
+            views = torch.cat([crop for loc in per_anchor for crop in loc[t_l]])
+            anchor_ids = torch.arange(len(per_anchor), device=dev).repeat_interleave(cfg.local_crops * b)
+            locals_.append((self._augment(views, generator), anchor_ids))
         return torch.cat(glob), locals_
 
     def _mask(self, batch: int, frames: int, prob: float, generator, device) -> Optional[torch.Tensor]:
@@ -610,8 +528,7 @@ class SLiM(nn.Module):
         cfg = self.config
         bodies, L, valid = self._actions(x, lengths)
         n = x.shape[0]
-        Lf = L.float().clamp(min=1)
-        views = resample_interval(bodies, torch.zeros_like(Lf), Lf, L, cfg.frames)
+        views = resample(bodies, torch.zeros_like(L), L, cfg.frames)
         enc = self.teacher["encoder"] if cfg.encode_with == "teacher" else self.student["encoder"]
         feats = enc(views)[:, 0]                                                    # (N·M, dim)
         w = valid.view(n, -1).to(feats.dtype)

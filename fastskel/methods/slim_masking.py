@@ -108,7 +108,9 @@ class TubeTable:
 
 
 def _rand(shape, generator, device) -> torch.Tensor:
-    return torch.rand(shape, generator=generator, device=device)
+    """``U[0, 1)`` on the generator's device (the device's default RNG without one), moved to ``device``."""
+    gdev = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=gdev).to(device)
 
 
 def semantic_tube_mask(batch: int, time_blocks: int, table: TubeTable, ratio: Tuple[float, float] = (0.5, 0.9),

@@ -21,7 +21,9 @@ from fastskel.backend import resolve
 from . import _checks as chk
 from . import reference
 
-IMPLEMENTED = ("cpp", "torch")
+_HAS_OPS = _ext.load() is not None and {"graph_conv", "graph_conv_backward"} <= set(_ext.compiled_ops())
+# A stale _C without the backward op would run without gradients: treat it as absent.
+IMPLEMENTED = ("cpp", "torch") if _HAS_OPS else ("torch",)
 
 
 def _register() -> None:
@@ -61,7 +63,7 @@ def _register() -> None:
                                     setup_context=lambda ctx, inputs, output: None)
 
 
-if _ext.load() is not None and {"graph_conv", "graph_conv_backward"} <= set(_ext.compiled_ops()):
+if _HAS_OPS:
     _register()
 
 
