@@ -14,6 +14,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -86,16 +87,44 @@ bool full_digits(const char* b, const char* e) {
   return true;
 }
 
-std::vector<std::pair<const char*, const char*>> tokens(const char* b, const char* e) {
-  std::vector<std::pair<const char*, const char*>> out;
+using Span = std::pair<const char*, const char*>;
+
+// Split on spaces/tabs into out[0..cap); returns the token count (which may exceed cap).
+size_t split_ws(const char* b, const char* e, Span* out, size_t cap) {
+  size_t n = 0;
   const char* p = b;
   while (p < e) {
     while (p < e && is_ws(*p)) ++p;
     if (p >= e) break;
     const char* s = p;
     while (p < e && !is_ws(*p)) ++p;
-    out.emplace_back(s, p);
+    if (n < cap) out[n] = Span(s, p);
+    ++n;
   }
+  return n;
+}
+
+// One pass over a joint line: 12 numbers separated by spaces/tabs; the spans of the first 3 into
+// xyz. false on any deviation (the caller then diagnoses the line).
+bool scan_joint_line(const char* p, const char* e, Span* xyz) {
+  for (int t = 0; t < 12; ++t) {
+    const char* s = p;
+    while (s < e && is_ws(*s)) ++s;
+    if (t > 0 && s == p) return false;  // numbers must be separated
+    const char* q = match_number(s, e);
+    if (q == nullptr || (q < e && !is_ws(*q))) return false;
+    if (t < 3) xyz[t] = Span(s, q);
+    p = q;
+  }
+  while (p < e && is_ws(*p)) ++p;
+  return p == e;
+}
+
+std::vector<Span> tokens(const char* b, const char* e) {
+  std::vector<Span> out;
+  size_t n = split_ws(b, e, nullptr, 0);
+  out.resize(n);
+  split_ws(b, e, out.data(), n);
   return out;
 }
 
@@ -160,13 +189,16 @@ struct Parser {
   int64_t J;
   size_t pos = 0;
 
-  const std::pair<const char*, const char*>& need(const std::string& what) {
+  // `what` is a callable building the description; it only runs on error.
+  template <class W>
+  const Span& need(const W& what) {
     if (pos >= L.v.size())
-      throw ParseError{static_cast<int64_t>(L.v.size()) + 1, "unexpected end of file: expected " + what};
+      throw ParseError{static_cast<int64_t>(L.v.size()) + 1, "unexpected end of file: expected " + what()};
     return L.v[pos];
   }
 
-  int64_t read_int(const std::string& what) {
+  template <class W>
+  int64_t read_int(const W& what) {
     const auto& ln = need(what);
     const char* b = ln.first;
     const char* e = ln.second;
@@ -177,15 +209,15 @@ struct Parser {
     while (t < e && is_ws(*t)) ++t;
     if (d == b || t != e)
       throw ParseError{static_cast<int64_t>(pos) + 1,
-                       "expected " + what + " (a non-negative integer), got '" + strip_ws(ln.first, ln.second) + "'"};
+                       "expected " + what() + " (a non-negative integer), got '" + strip_ws(ln.first, ln.second) + "'"};
     const char* nz = b;
     while (nz + 1 < d && *nz == '0') ++nz;  // leading zeros do not count toward the size limit
     if (d - nz > 7)
-      throw ParseError{static_cast<int64_t>(pos) + 1, what + ": value too large: '" + std::string(b, d) + "'"};
+      throw ParseError{static_cast<int64_t>(pos) + 1, what() + ": value too large: '" + std::string(b, d) + "'"};
     int64_t v = 0;
     for (const char* p = nz; p < d; ++p) v = v * 10 + (*p - '0');
     if (v > 1000000)
-      throw ParseError{static_cast<int64_t>(pos) + 1, what + ": value too large: '" + std::string(b, d) + "'"};
+      throw ParseError{static_cast<int64_t>(pos) + 1, what() + ": value too large: '" + std::string(b, d) + "'"};
     ++pos;
     return v;
   }
@@ -214,6 +246,11 @@ void parse_file(const std::string& path, int64_t max_bodies, int64_t J, Result* 
       res->msg = std::string("cannot read: ") + std::strerror(errno);
       return;
     }
+    if (std::fseek(f, 0, SEEK_END) == 0) {
+      long size = std::ftell(f);
+      if (size > 0) text.reserve(static_cast<size_t>(size));
+      std::rewind(f);
+    }
     char buf[1 << 16];
     size_t n;
     while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
@@ -226,7 +263,20 @@ void parse_file(const std::string& path, int64_t max_bodies, int64_t J, Result* 
     }
     std::fclose(f);
   }
-  for (size_t i = 0; i < text.size(); ++i) {
+  size_t first_high = text.size();
+  {
+    const size_t n8 = text.size() / 8;
+    for (size_t w = 0; w < n8; ++w) {
+      uint64_t word;
+      std::memcpy(&word, text.data() + 8 * w, 8);
+      if (word & 0x8080808080808080ULL) {
+        first_high = 8 * w;
+        break;
+      }
+    }
+    if (first_high == text.size()) first_high = 8 * n8;
+  }
+  for (size_t i = first_high; i < text.size(); ++i) {
     unsigned char ch = static_cast<unsigned char>(text[i]);
     if (ch >= 0x80) {
       char hex[8];
@@ -247,24 +297,25 @@ void parse_file(const std::string& path, int64_t max_bodies, int64_t J, Result* 
   std::unordered_map<std::string, size_t> track_of;
   int64_t F = 0;
   try {
-    F = P.read_int("the frame count");
+    F = P.read_int([] { return std::string("the frame count"); });
     std::unordered_map<std::string, int> seen;
+    Span tok[12];
     for (int64_t fi = 0; fi < F; ++fi) {
-      const std::string fs = std::to_string(fi + 1);
-      int64_t B = P.read_int("the body count of frame " + fs + "/" + std::to_string(F));
+      auto fs = [fi] { return std::to_string(fi + 1); };
+      int64_t B = P.read_int([&] { return "the body count of frame " + fs() + "/" + std::to_string(F); });
       seen.clear();
       for (int64_t bi = 0; bi < B; ++bi) {
-        const std::string bs = std::to_string(bi + 1);
-        const auto& info = P.need("the info line of body " + bs + " in frame " + fs);
-        auto toks = tokens(info.first, info.second);
-        bool ok = toks.size() == 10 && full_digits(toks[0].first, toks[0].second);
-        for (size_t t = 1; ok && t < toks.size(); ++t) ok = full_number(toks[t].first, toks[t].second);
+        auto bs = [bi] { return std::to_string(bi + 1); };
+        const auto& info = P.need([&] { return "the info line of body " + bs() + " in frame " + fs(); });
+        size_t nt = split_ws(info.first, info.second, tok, 10);
+        bool ok = nt == 10 && full_digits(tok[0].first, tok[0].second);
+        for (size_t t = 1; ok && t < nt; ++t) ok = full_number(tok[t].first, tok[t].second);
         if (!ok)
           throw ParseError{static_cast<int64_t>(P.pos) + 1,
                            "body info line: " + diagnose(info.first, info.second, 10, true)};
-        std::string id(toks[0].first, toks[0].second);
+        std::string id(tok[0].first, tok[0].second);
         ++P.pos;
-        int64_t nj = P.read_int("the joint count of body " + bs + " in frame " + fs);
+        int64_t nj = P.read_int([&] { return "the joint count of body " + bs() + " in frame " + fs(); });
         if (nj != J)
           throw ParseError{static_cast<int64_t>(P.pos), "expected " + std::to_string(J) + " joints, got " + std::to_string(nj)};
         int k = seen[id]++;
@@ -281,19 +332,17 @@ void parse_file(const std::string& path, int64_t max_bodies, int64_t J, Result* 
         Track& tr = tracks[ti];
         tr.frames.push_back(fi);
         for (int64_t j = 0; j < J; ++j) {
-          const auto& jl = P.need("joint " + std::to_string(j + 1) + "/" + std::to_string(J) + " of body " + bs +
-                                  " in frame " + fs);
-          auto jt = tokens(jl.first, jl.second);
-          bool jok = jt.size() == 12;
-          for (size_t t = 0; jok && t < jt.size(); ++t) jok = full_number(jt[t].first, jt[t].second);
-          if (!jok)
+          const auto& jl = P.need([&] {
+            return "joint " + std::to_string(j + 1) + "/" + std::to_string(J) + " of body " + bs() + " in frame " + fs();
+          });
+          if (!scan_joint_line(jl.first, jl.second, tok))
             throw ParseError{static_cast<int64_t>(P.pos) + 1, "joint line: " + diagnose(jl.first, jl.second, 12, false)};
           for (int c = 0; c < 3; ++c) {
             double v;
-            if (!to_double(jt[c].first, jt[c].second, &v))
+            if (!to_double(tok[c].first, tok[c].second, &v))
               throw ParseError{static_cast<int64_t>(P.pos) + 1,
                                "joint line: field " + std::to_string(c + 1) + " is out of the float32 range: '" +
-                                   std::string(jt[c].first, jt[c].second) + "'"};
+                                   std::string(tok[c].first, tok[c].second) + "'"};
             tr.xyz.push_back(v);
           }
           ++P.pos;
