@@ -178,6 +178,16 @@ def test_upstream_gradient_scales():
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-4 * float(r.abs().max()))
 
 
+def test_gram_op_ignores_autocast():
+    # under AMP the Gram products must stay fp32 (autocast would run mm/bmm in bf16)
+    z1, z2 = _inputs(16, 256, seed=21)
+    want = _loss_and_grads(_gram_op("batchnorm"), z1, z2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = _loss_and_grads(_gram_op("batchnorm"), z1, z2)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6 * float(w.detach().abs().max()))
+
+
 # --------------------------------------------------------------------------- public op: dispatch
 def _impl_of(loss):
     """Which implementation built ``loss``, read from its autograd node."""

@@ -1,8 +1,8 @@
 """BarlowTwinsLoss under torch.distributed: two gloo processes on CPU.
 
-The test runs this file as a script in a subprocess (bounded by a timeout); the script spawns two
-ranks (spawned) that rendezvous through a FileStore in a temporary directory (no TCP port to pick or race
-for). Each rank projects its half of a global batch through a DDP-wrapped Linear and computes the
+The test runs this file as a script in a subprocess (bounded by a timeout); the script forks two
+ranks that rendezvous through a FileStore in a temporary directory (no TCP port to pick or race
+for). A rank still running after 120 s dumps its Python stacks to stderr, which the failure shows. Each rank projects its half of a global batch through a DDP-wrapped Linear and computes the
 loss with ``distributed="auto"``. Checked against one process on the concatenated batch: the loss,
 the embeddings' gradients (``world_size ×`` the single-process slice, see BarlowTwinsLoss) and the
 DDP-averaged parameter gradients (equal to the single-process ones).
@@ -39,11 +39,16 @@ def _worker(rank, out_dir, store_file):
 
     from fastskel.nn.losses import BarlowTwinsLoss
 
+    import faulthandler
+
+    faulthandler.dump_traceback_later(120, exit=True)  # a hang shows where, then fails
     torch.set_num_threads(1)
+    print(f"rank {rank}: init", flush=True)
     dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=90))  # a stuck collective fails, not hangs
     try:
         for i, (b, d, normalize) in enumerate(CASES):
+            print(f"rank {rank}: case {i}", flush=True)
             x1, x2, proj = _global_views(b, d, seed=100 + i)
             model = DDP(proj)
             sl = slice(rank * b, (rank + 1) * b)
@@ -76,8 +81,11 @@ def _single_process(i, b, d, normalize):
                     reason="torch.distributed with gloo is not available")
 def test_distributed_loss_equals_single_process_on_global_batch(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.run([sys.executable, __file__, str(tmp_path)], env=env, capture_output=True, text=True,
-                          timeout=300)
+    try:
+        proc = subprocess.run([sys.executable, __file__, str(tmp_path)], env=env, capture_output=True, text=True,
+                              timeout=240)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"distributed workers did not finish in 240 s:\n{e.stdout}\n{str(e.stderr)[-6000:]}")
     assert proc.returncode == 0, f"distributed workers failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
     for i, (b, d, normalize) in enumerate(CASES):
         loss, g1, g2, gw, gb = _single_process(i, b, d, normalize)
@@ -103,4 +111,6 @@ if __name__ == "__main__":
     import torch.multiprocessing as mp
 
     out = sys.argv[1]
-    mp.spawn(_worker, args=(out, os.path.join(out, "store")), nprocs=WORLD, join=True)
+    # fork: the ranks inherit the imported torch/fastskel instead of importing them again
+    mp.start_processes(_worker, args=(out, os.path.join(out, "store")), nprocs=WORLD, join=True,
+                       start_method="fork")

@@ -193,14 +193,18 @@ def test_small_supervised_model_reaches_high_accuracy(one_thread):
     kw = dict(num_classes=6, num_samples=300, T=48, bodies=1, seed=0)
     tr, te = SyntheticSkeletons(split="train", **kw), SyntheticSkeletons(split="test", **kw)
     model, kind = _classifier(6)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for epoch in range(10):
+    lr, epochs = (1e-2, 10) if kind == "STGCN" else (3e-3, 15)
+    opt = torch.optim.Adam(model.parameters(), lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs) if kind == "conv" else None
+    for epoch in range(epochs):
         model.train()
         for x, _, y in make_loader(tr, 40, shuffle=True, seed=epoch):
             loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if sched is not None:
+            sched.step()
     model.eval()
     with torch.no_grad():
         acc = float((model(te.x).argmax(1) == te.y).double().mean())

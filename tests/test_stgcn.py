@@ -136,12 +136,16 @@ def test_graph_conv_temporal_kernel_path():
 
 
 def test_graph_conv_autocast_cpu_bf16():
+    torch.manual_seed(0)
     m = GraphConv(3, 8, 3)
     x, A = torch.randn(2, 3, 4, 25), torch.rand(3, 25, 25)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y, _ = m(x, A)
     assert y.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), m(x, A)[0], rtol=3e-2, atol=3e-2)
+    want = m(x, A)[0]
+    # bf16 keeps 8 mantissa bits: inputs, weights and the output each round to ~2^-9 relative, so an
+    # element near zero (a sum of 75 terms of both signs) can be off by ~1% of the output's scale
+    torch.testing.assert_close(y.float(), want, rtol=2e-2, atol=2e-2 * float(want.abs().max()))
 
 
 def test_graph_conv_errors():

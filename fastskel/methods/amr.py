@@ -53,7 +53,6 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fastskel.data.transforms import crop_resize
@@ -64,8 +63,8 @@ from fastskel.ops import focal_reconstruction_loss, motion_energy_weights, patch
 from fastskel.ops.reference import gumbel_from_uniform
 
 __all__ = [
-    "AMR", "AMRConfig", "MAMP", "MAMPConfig", "MAMPLoadResult", "PatchEncoder", "keep_count", "load_mamp_checkpoint", "mamp_state_dict_to_fastskel", "motion_aware_masking",
-    "token_motion",
+    "AMR", "AMRConfig", "MAMP", "MAMPConfig", "MAMPLoadResult", "PatchEncoder", "keep_count",
+    "load_mamp_checkpoint", "mamp_state_dict_to_fastskel", "motion_aware_masking", "token_motion",
 ]
 
 TARGETS = ("joint_norm_joint", "motion", "raw")

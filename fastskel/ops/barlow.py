@@ -62,6 +62,11 @@ def _gram_forward(z1: torch.Tensor, z2: torch.Tensor, lambd: float, cosine: bool
     ``inv`` is the per-feature scale of the normalisation and ``beta`` the weight of its projection
     term in the backward (``1/B`` for batchnorm; 1, or 0 where the norm was clamped, for cosine).
     """
+    with torch.autocast(z1.device.type, enabled=False):  # AMP would run the Gram products in bf16
+        return _gram_forward_impl(z1, z2, lambd, cosine)
+
+
+def _gram_forward_impl(z1, z2, lambd, cosine):
     b, d = z1.shape
     ac = torch.empty((2, b, d), device=z1.device, dtype=torch.float32)
     inv = torch.empty((2, d), device=z1.device, dtype=torch.float32)
@@ -101,6 +106,11 @@ def _gram_backward(grad: torch.Tensor, ac: torch.Tensor, gram: torch.Tensor, dia
                    inv: torch.Tensor, beta: torch.Tensor, lambd: float, cosine: bool,
                    dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
     """Gradients of ``z1`` and ``z2`` (in ``dtype``) for the upstream scalar ``grad``."""
+    with torch.autocast(ac.device.type, enabled=False):
+        return _gram_backward_impl(grad, ac, gram, diag, inv, beta, lambd, cosine, dtype)
+
+
+def _gram_backward_impl(grad, ac, gram, diag, inv, beta, lambd, cosine, dtype):
     b = ac.shape[1]
     s = 1.0 if cosine else float(b)
     grad = grad.float()

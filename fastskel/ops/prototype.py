@@ -54,7 +54,7 @@ from fastskel.backend import resolve
 from . import _checks as chk
 
 IMPLEMENTED = ("torch",)
-DEFAULT_BLOCK_ELEMENTS = 1 << 24   # fp32 elements of one (n × chunk) block: 64 MiB
+DEFAULT_BLOCK_ELEMENTS = 1 << 22   # fp32 elements of one (n × chunk) block: 16 MiB
 
 __all__ = [
     "SinkhornTargets", "default_chunk_size", "prototype_cross_entropy", "prototype_cross_entropy_reference",
@@ -91,7 +91,8 @@ class SinkhornTargets(NamedTuple):
 
 def default_chunk_size(n: int, k: int, block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> int:
     """Prototypes per block so that one ``(n × chunk)`` fp32 block holds ~``block_elements``
-    (64 MiB): at least 128, a multiple of 128 unless it covers all ``k``."""
+    (16 MiB; a block pass keeps ~4 such temporaries): at least 128 (so a GPU matmul stays wide
+    enough), a multiple of 128 unless it covers all ``k``."""
     c = max(128, (block_elements // max(n, 1)) // 128 * 128)
     return k if c >= k else c
 
