@@ -38,15 +38,27 @@ def error() -> Optional[str]:
     return _error
 
 
+_ops_cache: Optional[Tuple[str, ...]] = None
+_cuda_cache: Optional[bool] = None
+
+
 def compiled_ops() -> Tuple[str, ...]:
-    """Names of the ops the extension registers under ``torch.ops.fastskel``."""
-    mod = load()
-    return tuple(mod.compiled_ops()) if mod is not None else ()
+    """Names of the ops the extension registers under ``torch.ops.fastskel`` (asked once: a
+    pybind11 call is opaque to torch.compile, a cached tuple is a constant)."""
+    global _ops_cache
+    if _ops_cache is None:
+        mod = load()
+        _ops_cache = tuple(mod.compiled_ops()) if mod is not None else ()
+    return _ops_cache
 
 
 def cuda_compiled() -> bool:
-    mod = load()
-    return bool(mod is not None and mod.cuda_compiled())
+    """Whether ``_C`` was built with its CUDA kernels (asked once)."""
+    global _cuda_cache
+    if _cuda_cache is None:
+        mod = load()
+        _cuda_cache = bool(mod is not None and mod.cuda_compiled())
+    return _cuda_cache
 
 
 def has_op(op: Optional[str], device: torch.device) -> Tuple[bool, str]:

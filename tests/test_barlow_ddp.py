@@ -61,6 +61,7 @@ def _worker(rank, out_dir, store_file):
             torch.save(dict(loss=loss.detach(), local=local, g1=z1.grad, g2=z2.grad,
                             gw=proj.weight.grad, gb=proj.bias.grad),
                        os.path.join(out_dir, f"case{i}_rank{rank}.pt"))
+        dist.barrier()  # no rank tears down the group while another still uses it
     finally:
         dist.destroy_process_group()
 

@@ -251,6 +251,7 @@ def _ddp_worker(rank, world, init_file, z, w, out_file):
         shard = z.chunk(world)[rank]
         t = sinkhorn_knopp(shard, w, 0.05, n_iters=3, chunk_size=7)
         torch.save(t.materialize(), f"{out_file}.{rank}")
+        dist.barrier()  # no rank tears down the group while another still uses it
     finally:
         dist.destroy_process_group()
 

@@ -366,3 +366,25 @@ def test_inference_flops_vs_mamp_encoder():
     ratio = mamp_full / ours["full"]
     # the paper's 7.89x (28.32 / 3.59 G) needs ~130 tokens per body; 205 tokens give 4.80x
     assert 4.7 < ratio < 4.9, ratio
+
+
+def test_finetune_trains_the_teacher_encoder_it_encodes_with():
+    from fastskel.data import SkeletonDataset
+    from fastskel.engine.evaluate import FinetuneConfig, finetune
+    from fastskel.engine.trainer import TrainOptions
+
+    torch.manual_seed(0)
+    m = SLiM(tiny())
+    gen = torch.Generator().manual_seed(3)
+    x, lengths = _synthetic_batch(8, gen)
+    ds = SkeletonDataset(x, torch.arange(8) % 2, lengths)
+    acc, clf = finetune(m, ds, ds, FinetuneConfig(num_classes=2, epochs=1, batch_size=4, warmup_epochs=0),
+                        TrainOptions(progress=False, device="cpu"))
+    ft = clf.encoder
+    trained = {n for n, p in ft.named_parameters() if p.requires_grad}
+    assert trained == {f"teacher.encoder.{n}" for n, _ in ft.teacher["encoder"].named_parameters()}
+    before = dict(m.teacher["encoder"].named_parameters())
+    assert any(not torch.equal(p, before[n]) for n, p in ft.teacher["encoder"].named_parameters())
+    assert all(torch.equal(p, dict(m.student.named_parameters())[n]) for n, p in ft.student.named_parameters())
+    assert all(not p.requires_grad for p in m.teacher.parameters())        # the original is untouched
+    assert 0.0 <= acc <= 100.0

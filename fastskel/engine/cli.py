@@ -178,10 +178,12 @@ def cmd_pretrain(args) -> int:
               flush=True)
     from .distributed import cleanup
 
+    ok = False
     try:
         res = trainer.fit(resume=args.resume, stop_after=args.stop_after)
+        ok = True
     finally:
-        cleanup(trainer.dist)
+        cleanup(trainer.dist, sync=ok)
     if res.interrupted and res.signal is not None:
         return 128 + int(res.signal)
     if trainer.dist.rank == 0 and res.checkpoint:

@@ -122,7 +122,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def cleanup(info: Optional[DistInfo] = None) -> None:
-    """Leave the process group if this process created it."""
+def cleanup(info: Optional[DistInfo] = None, sync: bool = False) -> None:
+    """Leave the process group if this process created it.
+
+    ``sync=True`` (a normal end) first waits for every rank: a gloo group torn down while another
+    rank is still in its last collective can hang that rank. Not after an error (the other ranks
+    may never arrive; torchrun stops them)."""
     if info is not None and info.initialized_here and dist.is_initialized():
+        if sync:
+            dist.barrier()
         dist.destroy_process_group()

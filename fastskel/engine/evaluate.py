@@ -258,8 +258,19 @@ class Classifier(nn.Module):
 
 def finetune(method: nn.Module, train_ds, test_ds, config: FinetuneConfig,
              options: Optional[TrainOptions] = None) -> Tuple[float, Classifier]:
-    """Fine-tune ``method`` (a copy) + a linear head end to end; ``(top1 %, classifier)``."""
-    clf = Classifier(copy.deepcopy(method), config.num_classes, config)
+    """Fine-tune ``method`` (a copy) + a linear head end to end; ``(top1 %, classifier)``.
+
+    The copy's ``prepare_finetune()`` (when it has one) picks the trainable parameters; otherwise
+    all of them are trained."""
+    enc = copy.deepcopy(method)
+    prepare = getattr(enc, "prepare_finetune", None)
+    if callable(prepare):
+        prepare()
+    else:
+        enc.requires_grad_(True)
+    if not any(p.requires_grad for p in enc.parameters()):
+        raise ValueError(f"method: {type(method).__name__} has no trainable parameters to fine-tune")
+    clf = Classifier(enc, config.num_classes, config)
     trainer = Trainer(clf, train_ds, options or TrainOptions(progress=False), method_name="finetune")
     trainer.fit()
     return clf.accuracy(test_ds, device=trainer.device), clf

@@ -12,6 +12,9 @@ The contract the engine relies on (every method follows it):
   evaluation; ``method.feature_dim == D``.
 - optional ``after_step(step, total_steps)``: called after each optimiser step (EMA teachers,
   temperature schedules).
+- optional ``prepare_finetune()``: called on the copy that end-to-end fine-tuning trains; it sets
+  ``requires_grad`` on exactly the parameters ``encode`` uses (e.g. SLiM's EMA teacher, frozen in
+  pretraining). Without it every parameter is trained.
 - optional ``uses_labels = True``: the engine then calls ``forward(x, lengths, labels=y)``
   (supervised training, fine-tuning).
 - optional ``no_weight_decay() -> set[str]``: parameter names kept out of weight decay (1-D

@@ -522,6 +522,15 @@ class SLiM(nn.Module):
                 "teacher_temp": torch.tensor(temp_t, device=dev), "bodies": torch.tensor(float(b), device=dev)}
 
     # -- evaluation -----------------------------------------------------------------
+    def prepare_finetune(self) -> None:
+        """Fine-tuning trains the encoder that :meth:`encode` reads (``encode_with``; the teacher,
+        frozen by EMA during pretraining, by default) and freezes everything else."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        enc = self.teacher["encoder"] if self.config.encode_with == "teacher" else self.student["encoder"]
+        for p in enc.parameters():
+            p.requires_grad_(True)
+
     def encode(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Features ``(N, dim)``: each body's valid frames resampled to ``frames``, unmasked, through
         the ``encode_with`` encoder; the cls token averaged over the action's non-empty bodies."""

@@ -9,10 +9,11 @@ from .graph_conv import graph_conv
 from .joint_mask import degree_joint_mask
 from .motion import frame_motion, motion_frame_mask
 from .patch import patchify, unpatchify
+from .prototype import SinkhornTargets, prototype_cross_entropy, sinkhorn_knopp
 from .reference import Rope
 
 __all__ = [
-    "Rope", "attention", "barlow_twins_loss", "degree_joint_mask", "focal_reconstruction_loss",
+    "Rope", "SinkhornTargets", "attention", "barlow_twins_loss", "degree_joint_mask", "focal_reconstruction_loss",
     "frame_motion", "graph_conv", "motion_energy_weights", "motion_frame_mask", "patchify",
-    "reference", "unpatchify",
+    "prototype_cross_entropy", "reference", "sinkhorn_knopp", "unpatchify",
 ]
