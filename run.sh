@@ -27,15 +27,17 @@ fi
 
 case "$mode" in
   main)
-    # The main job: AMR pretraining on the embedded synthetic dataset (the CPU demo size, --preset
-    # small), then a linear probe of the pretrained encoder and, for comparison, of a randomly
-    # initialised one. Paper-size training: drop --preset small and run on a GPU.
+    # The main job: AMR pretraining on the embedded synthetic dataset (2,000 sequences, 10
+    # classes; the CPU demo model, --preset small), then a linear probe of the pretrained encoder
+    # and, for comparison, of a randomly initialised one (same architecture, same probe).
+    # Paper-size training: drop --preset small and run on a GPU with real data.
+    DATA=synthetic:num_samples=2000
     fastskel info
-    fastskel pretrain amr --preset small --data synthetic --out runs/amr --seed 0
+    fastskel pretrain amr --preset small --data "$DATA" --out runs/amr --seed 0
     echo "== linear probe, AMR-pretrained encoder =="
-    fastskel eval linear --checkpoint runs/amr/last.pt --data synthetic --seed 0
+    fastskel eval linear --checkpoint runs/amr/last.pt --data "$DATA" --seed 0
     echo "== linear probe, randomly initialised encoder (baseline) =="
-    fastskel eval linear --method amr --preset small --data synthetic --seed 0 --out runs/amr-random
+    fastskel eval linear --method amr --preset small --data "$DATA" --seed 0 --out runs/amr-random
     ;;
   test)
     python -m pytest -q "$@"

@@ -18,17 +18,11 @@ reference and kernel functions are called with validated arguments.
 Goals on an H100 (issue #5): ≥ 5× eager and ≥ 1.5× compiled at the ASMa shape; ≥ 60 % of the
 copy bandwidth at N=8192.
 """
-import os
-
 import pytest
 import torch
 
+from _harness import DEVICE, REPS, SMALL, compile_or_skip, run, shape_ok, sync, triton_or_skip  # noqa: F401
 from fastskel.ops import reference as R
-
-SMALL = os.environ.get("FASTSKEL_BENCH_SMALL", "0") == "1"
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-LARGE = DEVICE == "cuda" or os.environ.get("FASTSKEL_BENCH_LARGE", "0") == "1"
-REPS = 20 if DEVICE == "cuda" else 1
 
 SHAPES = {"asma": (4, 3, 12, 25) if SMALL else (256, 3, 50, 25),
           "large": (8192, 3, 50, 25)}
@@ -36,54 +30,8 @@ K_FRAMES = 3 if SMALL else 10
 N_JOINTS = 3 if SMALL else 9
 
 
-def _sync():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
-def _triton_or_skip():
-    from fastskel.backend import triton_status
-
-    ok, why = triton_status(DEVICE)
-    if not ok:
-        pytest.skip(why)
-    if DEVICE != "cuda" and not SMALL:
-        pytest.skip("Triton timings are only meaningful on CUDA (interpreter runs only in the CI smoke)")
-
-
-def _compile_or_skip(fn):
-    if SMALL:
-        pytest.skip("torch.compile variants are not part of the CI smoke")
-    return torch.compile(fn)
-
-
-def _run(benchmark, fn, info, nbytes):
-    def body():
-        for _ in range(REPS):
-            out = fn()
-        _sync()
-        return out
-
-    try:
-        body()                                          # warm-up (and compilation)
-    except Exception as exc:                            # noqa: BLE001 — report why a variant cannot run here
-        if info["impl"] == "compiled":
-            pytest.skip(f"torch.compile failed here: {type(exc).__name__}: {str(exc)[:200]}")
-        raise
-    info.update(device=torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
-                reps_per_round=REPS, bytes=nbytes)
-    benchmark.extra_info.update(info)
-    benchmark(body)
-    stats = getattr(benchmark, "stats", None)
-    if stats is not None and getattr(stats, "stats", None) is not None and stats.stats.median > 0:
-        benchmark.extra_info["GB/s"] = nbytes * REPS / stats.stats.median / 1e9
-
-
 def _skeleton(shape_name):
-    if shape_name == "large" and not LARGE:
-        pytest.skip("N=8192 runs on CUDA, or on CPU with FASTSKEL_BENCH_LARGE=1")
-    if shape_name == "large" and SMALL:
-        pytest.skip("not part of the CI smoke")
+    shape_ok(shape_name)
     g = torch.Generator().manual_seed(0)
     return torch.randn(SHAPES[shape_name], generator=g).to(DEVICE)
 
@@ -98,15 +46,15 @@ def test_frame_motion(benchmark, shape_name, impl):
     if impl == "reference":
         fn = lambda: R.frame_motion(x)
     elif impl == "compiled":
-        f = _compile_or_skip(R.frame_motion)
+        f = compile_or_skip(R.frame_motion)
         fn = lambda: f(x)
     else:
-        _triton_or_skip()
+        triton_or_skip()
         from fastskel.kernels import motion as K
 
         fn = lambda: K.frame_motion(x)
     n, c, t, v = x.shape
-    _run(benchmark, fn, dict(op="frame_motion", impl=impl, shape=list(x.shape), dtype=str(x.dtype)),
+    run(benchmark, fn, dict(op="frame_motion", impl=impl, shape=list(x.shape), dtype=str(x.dtype)),
          x.numel() * x.element_size() + n * t * 4)
 
 
@@ -118,15 +66,15 @@ def test_motion_frame_mask(benchmark, shape_name, impl):
     if impl == "reference":
         fn = lambda: R.motion_frame_mask(x, k, True)
     elif impl == "compiled":
-        f = _compile_or_skip(R.motion_frame_mask)
+        f = compile_or_skip(R.motion_frame_mask)
         fn = lambda: f(x, k, True)
     else:
-        _triton_or_skip()
+        triton_or_skip()
         from fastskel.kernels import motion as K
 
         fn = lambda: K.motion_frame_mask(x, k, True)
     n, c, t, v = x.shape
-    _run(benchmark, fn, dict(op="motion_frame_mask", impl=impl, shape=list(x.shape), k=k, largest=True,
+    run(benchmark, fn, dict(op="motion_frame_mask", impl=impl, shape=list(x.shape), k=k, largest=True,
                              dtype=str(x.dtype)),
          2 * x.numel() * x.element_size() + n * t)
 
@@ -145,14 +93,14 @@ def test_degree_joint_mask(benchmark, shape_name, impl):
     if impl == "reference":
         fn = lambda: R.degree_joint_mask(x, nsel, log_p, noise())
     elif impl == "compiled":
-        f = _compile_or_skip(lambda x: R.degree_joint_mask(x, nsel, log_p, torch.rand(n_, v, device=x.device)))
+        f = compile_or_skip(lambda x: R.degree_joint_mask(x, nsel, log_p, torch.rand(n_, v, device=x.device)))
         fn = lambda: f(x)
     else:
-        _triton_or_skip()
+        triton_or_skip()
         from fastskel.kernels import joint_mask as K
 
         fn = lambda: K.degree_joint_mask(x, nsel, log_p, noise())
-    _run(benchmark, fn, dict(op="degree_joint_mask", impl=impl, shape=list(x.shape), n=nsel, high=True,
+    run(benchmark, fn, dict(op="degree_joint_mask", impl=impl, shape=list(x.shape), n=nsel, high=True,
                              dtype=str(x.dtype)),
          2 * x.numel() * x.element_size() + n_ * v * 5)
 
@@ -162,5 +110,5 @@ def test_copy_yardstick(benchmark, shape_name):
     """Device-to-device copy of the same skeleton tensor: the bandwidth every fused op is read against."""
     x = _skeleton(shape_name)
     dst = torch.empty_like(x)
-    _run(benchmark, lambda: dst.copy_(x), dict(op="copy", impl="copy", shape=list(x.shape), dtype=str(x.dtype)),
+    run(benchmark, lambda: dst.copy_(x), dict(op="copy", impl="copy", shape=list(x.shape), dtype=str(x.dtype)),
          2 * x.numel() * x.element_size())

@@ -2,8 +2,8 @@
 
 The main job, on a CPU in a few minutes (see ``fastskel pretrain --help``)::
 
-    fastskel pretrain amr --preset small --data synthetic --out runs/amr
-    fastskel eval linear --checkpoint runs/amr/last.pt --data synthetic
+    fastskel pretrain amr --preset small --data synthetic:num_samples=2000 --out runs/amr
+    fastskel eval linear --checkpoint runs/amr/last.pt --data synthetic:num_samples=2000
 
 This module only parses and wires; the work is in :mod:`fastskel.engine`.
 """
@@ -386,10 +386,10 @@ PRETRAIN_HELP = """\
 Pretrain a method with the shared engine (optimizer, warmup + cosine, bf16 on CUDA, DDP under
 torchrun, atomic checkpoints <out>/last.pt + previous.pt, exact --resume, SIGTERM/SIGINT write a
 checkpoint first). The main job, on a CPU in a few minutes (--preset small: a small model,
-15 epochs; the paper-size defaults need a GPU):
+20 epochs; the paper-size defaults need a GPU):
 
-  fastskel pretrain amr --preset small --data synthetic --out runs/amr
-  fastskel eval linear --checkpoint runs/amr/last.pt --data synthetic
+  fastskel pretrain amr --preset small --data synthetic:num_samples=2000 --out runs/amr
+  fastskel eval linear --checkpoint runs/amr/last.pt --data synthetic:num_samples=2000
 
 Config: --preset, then --config YAML, then --set KEY=VALUE, then --epochs/--batch-size.
 

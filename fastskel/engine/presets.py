@@ -13,7 +13,7 @@ __all__ = ["PRESETS", "get_preset", "preset_names"]
 
 _SMALL_MASKED = dict(num_frames=48, frames_per_patch=4, dim=64, depth=2, heads=4, decoder_dim=64,
                      decoder_depth=1, decoder_heads=4, crop_min_frames=24,
-                     epochs=15, batch_size=32, lr=2e-3, min_lr=1e-4, warmup_epochs=2)
+                     epochs=20, batch_size=32, lr=2e-3, min_lr=1e-4, warmup_epochs=2)
 
 PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "amr": {"small": dict(_SMALL_MASKED, r=3)},

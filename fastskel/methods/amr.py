@@ -62,6 +62,8 @@ from fastskel.ops import _checks as chk
 from fastskel.ops import focal_reconstruction_loss, motion_energy_weights, patchify
 from fastskel.ops.reference import gumbel_from_uniform
 
+from ._backend import BackendMixin
+
 __all__ = [
     "AMR", "AMRConfig", "MAMP", "MAMPConfig", "MAMPLoadResult", "PatchEncoder", "keep_count",
     "load_mamp_checkpoint", "mamp_state_dict_to_fastskel", "motion_aware_masking", "token_motion",
@@ -287,7 +289,7 @@ def _bodies(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 4, 1, 2, 3).reshape(n * m, c, t, v)
 
 
-class _MaskedSkeletonModel(nn.Module):
+class _MaskedSkeletonModel(BackendMixin, nn.Module):
     """Shared front end: validation, crop-resize, body split, masking, encoder, ``encode()``."""
 
     config: _MaskedSkeletonConfig
@@ -299,19 +301,6 @@ class _MaskedSkeletonModel(nn.Module):
         self.encoder = PatchEncoder(config)
 
     # -- utilities ------------------------------------------------------------------
-    def set_backend(self, backend: Optional[str]) -> None:
-        """Switch every op of this model to ``backend`` (None = process default)."""
-        if backend is not None:
-            chk.choice(backend, "backend", ("auto", "triton", "cpp", "torch"))
-        self.config.backend = backend
-        for m in self.modules():
-            if hasattr(m, "backend") and m is not self:
-                m.backend = backend
-
-    @property
-    def backend(self) -> Optional[str]:
-        return self.config.backend
-
     def _prepare(self, x: torch.Tensor, lengths: Optional[torch.Tensor], train: bool,
                  generator: Optional[torch.Generator]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Resize to ``num_frames`` and split bodies → ``(B, C, T, V)`` and the body-valid mask ``(N·M,)``."""

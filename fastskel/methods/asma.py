@@ -75,6 +75,8 @@ from fastskel.nn.stgcn import STGCN
 from fastskel.ops import _checks as chk
 from fastskel.ops import degree_joint_mask, motion_frame_mask
 
+from ._backend import BackendMixin
+
 __all__ = [
     "ASMa", "ASMaConfig", "ASMaAligner", "AlignerConfig", "ASMaStudent", "STREAMS", "augment",
     "build_projector", "build_student", "distill", "distillation_loss", "ensemble_logits", "to_stream",
@@ -230,7 +232,7 @@ def build_projector(in_dim: int, dims: Sequence[int]) -> nn.Sequential:
 
 
 # ============================================================================ ASMa
-class ASMa(nn.Module):
+class ASMa(BackendMixin, nn.Module):
     """ASMa pretraining model (see the module docstring). ``ASMa(ASMaConfig(...))``.
 
     ``forward(x, lengths=None, generator=None)`` → ``{"loss", "loss_theta_joint", "loss_theta_frame",
@@ -257,19 +259,6 @@ class ASMa(nn.Module):
         self.feature_dim = 2 * cfg.out_dim
 
     # -- utilities ------------------------------------------------------------------
-    def set_backend(self, backend: Optional[str]) -> None:
-        """Switch every op of this model (graph conv, masks, Barlow Twins) to ``backend``."""
-        if backend is not None:
-            chk.choice(backend, "backend", ("auto", "triton", "cpp", "torch"))
-        self.config.backend = backend
-        for mod in self.modules():
-            if hasattr(mod, "backend") and mod is not self:
-                mod.backend = backend
-
-    @property
-    def backend(self) -> Optional[str]:
-        return self.config.backend
-
     def encoder(self, name: str) -> STGCN:
         return self.encoder_theta if name == "theta" else self.encoder_phi
 

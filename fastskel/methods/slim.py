@@ -71,6 +71,7 @@ from fastskel.ops import _checks as chk
 from fastskel.ops.prototype import (prototype_cross_entropy, prototype_cross_entropy_reference, sinkhorn_knopp,
                                     sinkhorn_reference)
 
+from ._backend import BackendMixin
 from .slim_masking import TubeTable, semantic_tube_mask
 
 __all__ = ["SLiM", "SLiMConfig", "koleo_loss"]
@@ -269,7 +270,7 @@ def _bodies(x: torch.Tensor) -> torch.Tensor:
 
 
 # ============================================================================ the method
-class SLiM(nn.Module):
+class SLiM(BackendMixin, nn.Module):
     """SLiM (seed 002): see the module docstring. ``SLiM(SLiMConfig(...))``.
 
     ``forward(x, lengths=None, generator=None)`` → ``{"loss", "mfm", "glcl", "koleo",
@@ -299,15 +300,6 @@ class SLiM(nn.Module):
         self.register_buffer("total_steps", torch.zeros((), dtype=torch.int64))
 
     # -- utilities ------------------------------------------------------------------
-    def set_backend(self, backend: Optional[str]) -> None:
-        """Switch every op of this model to ``backend`` (None = process default)."""
-        if backend is not None:
-            chk.choice(backend, "backend", ("auto", "triton", "cpp", "torch"))
-        self.config.backend = backend
-        for m in self.modules():
-            if hasattr(m, "backend") and m is not self:
-                m.backend = backend
-
     def no_weight_decay(self) -> List[str]:
         """Parameters without weight decay (timm convention), read by the engine's param groups."""
         return ["joint_embed", "cls_token", "register_tokens", "mask_token"]
