@@ -188,20 +188,7 @@ PROTO_K = 512 if SMALL else 65_536
 
 @pytest.mark.parametrize("impl", ["chunked", "reference"])
 def test_prototype_loss(benchmark, impl):
-    from fastskel.ops.prototype import (prototype_cross_entropy, prototype_cross_entropy_reference, sinkhorn_knopp,
-                                        sinkhorn_reference)
-
-    zs, ws, zt, wt = _proto_inputs(PROTO_N, PROTO_K)
-
-    def run():
-        if impl == "chunked":
-            loss = prototype_cross_entropy(zs, ws, sinkhorn_knopp(zt, wt, 0.07), 0.1).mean()
-        else:
-            loss = prototype_cross_entropy_reference(zs @ ws.T, sinkhorn_reference(zt @ wt.T, 0.07), 0.1).mean()
-        loss.backward()
-        zs.grad = ws.grad = None
-        _sync()
-
+    run = _proto_fn(impl, PROTO_N, PROTO_K)
     benchmark.extra_info.update(dict(impl=impl, tokens=PROTO_N, K=PROTO_K, D=256, dtype="fp32", device=DEVICE,
                                      what="sinkhorn (3 it) + CE fwd+bwd"))
     benchmark.pedantic(run, rounds=1 if SMALL else 3, iterations=1, warmup_rounds=0 if SMALL else 1)

@@ -190,13 +190,18 @@ def read_pyskl(path: str, split: str = "train") -> SkeletonData:
 _FLOAT_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
-def _read_pku_skeleton(path: str, width: int = 150) -> np.ndarray:
-    rows = []
+def _ascii_lines(path: str) -> List[str]:
+    """The lines of an ASCII text file; ``ValueError`` naming the file on any other byte."""
     with open(path, "r", encoding="ascii", errors="strict") as f:
         try:
-            lines = f.read().split("\n")
+            return f.read().split("\n")
         except UnicodeDecodeError as e:
             raise ValueError(f"{path}: non-ASCII content ({e.reason})") from None
+
+
+def _read_pku_skeleton(path: str, width: int = 150) -> np.ndarray:
+    rows = []
+    lines = _ascii_lines(path)
     for ln, line in enumerate(lines, 1):
         toks = line.split()
         if not toks:
@@ -214,11 +219,7 @@ def _read_pku_skeleton(path: str, width: int = 150) -> np.ndarray:
 
 def _read_pku_labels(path: str) -> List[Tuple[int, int, int, float, int]]:
     out = []
-    with open(path, "r", encoding="ascii", errors="strict") as f:
-        try:
-            lines = f.read().split("\n")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: non-ASCII content ({e.reason})") from None
+    lines = _ascii_lines(path)
     for ln, line in enumerate(lines, 1):
         if not line.strip():
             continue
