@@ -61,12 +61,18 @@ def cuda_compiled() -> bool:
     return _cuda_cache
 
 
+# The _C ops a public op needs: a stale build with graph_conv but not graph_conv_backward would
+# run without gradients, so it counts as not having graph_conv at all.
+_NEEDS = {"graph_conv": ("graph_conv", "graph_conv_backward")}
+
+
 def has_op(op: Optional[str], device: torch.device) -> Tuple[bool, str]:
     """Whether ``_C`` runs ``op`` on ``device``; the reason when it does not."""
     if load() is None:
         return False, f"fastskel._C is not built or failed to load ({_error}); reinstall with `pip install --no-build-isolation -e .`"
-    if op not in compiled_ops():
-        return False, f"fastskel._C has no op '{op}' (it has {compiled_ops()})"
+    missing = [o for o in _NEEDS.get(op, (op,)) if o not in compiled_ops()]
+    if missing:
+        return False, f"fastskel._C has no op '{missing[0]}' (it has {compiled_ops()}); rebuild it if it is stale"
     if device.type == "cuda" and not cuda_compiled():
         return False, "fastskel._C was built without CUDA (torch without CUDA, nvcc missing, or FASTSKEL_FORCE_CPU=1)"
     if device.type not in ("cpu", "cuda"):

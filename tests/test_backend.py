@@ -90,3 +90,17 @@ def test_info_cli_runs():
     r = subprocess.run([sys.executable, "-m", "fastskel.cli", "info"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert f"fastskel {fastskel.__version__}" in r.stdout and "torch" in r.stdout and "_C" in r.stdout
+
+
+@pytest.mark.skipif(not HAS_C, reason="fastskel._C is not built")
+def test_stale_C_without_backward_counts_as_missing(monkeypatch):
+    from fastskel import _ext
+    from fastskel.backend import available_backends, cpp_status
+
+    monkeypatch.setattr(_ext, "compiled_ops", lambda: ("graph_conv",))
+    ok, why = cpp_status("graph_conv", "cpu")
+    assert not ok and "graph_conv_backward" in why
+    assert "cpp" not in available_backends("graph_conv", "cpu", ("cpp", "torch"))
+    assert resolve("graph_conv", "auto", torch.device("cpu"), ("cpp", "torch")) == "torch"
+    with pytest.raises(BackendUnavailableError, match="graph_conv_backward"):
+        resolve("graph_conv", "cpp", torch.device("cpu"), ("cpp", "torch"))

@@ -17,12 +17,12 @@ from typing import Optional
 import torch
 
 from fastskel import _ext
-from fastskel.backend import BackendUnavailableError, get_backend, resolve
+from fastskel.backend import resolve
 from . import _checks as chk
 from . import reference
 
 IMPLEMENTED = ("cpp", "torch")
-_HAS_OPS = _ext.load() is not None and {"graph_conv", "graph_conv_backward"} <= set(_ext.compiled_ops())
+_HAS_OPS = _ext.has_op("graph_conv", torch.device("cpu"))[0]
 
 
 def _register() -> None:
@@ -70,14 +70,7 @@ if _HAS_OPS:
 def _resolve(backend: Optional[str], device: torch.device) -> str:
     # A constant for torch.compile: the _C lookup behind resolve() calls into pybind11, which
     # dynamo cannot trace (fullgraph=True would fail).
-    impl = resolve("graph_conv", backend, device, IMPLEMENTED)
-    if impl == "cpp" and not _HAS_OPS:
-        # a stale _C with the forward but not graph_conv_backward would run without gradients
-        if (backend if backend is not None else get_backend()) == "cpp":
-            raise BackendUnavailableError("backend: 'cpp' was requested for graph_conv, but fastskel._C has no "
-                                          "graph_conv_backward (a stale build); rebuild fastskel._C")
-        impl = "torch"
-    return impl
+    return resolve("graph_conv", backend, device, IMPLEMENTED)
 
 
 def graph_conv(x: torch.Tensor, A: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
