@@ -8,6 +8,7 @@ the embeddings' gradients (``world_size ×`` the single-process slice, see Barlo
 DDP-averaged parameter gradients (equal to the single-process ones).
 """
 import datetime
+import gc
 import os
 import subprocess
 import sys
@@ -35,10 +36,6 @@ def _global_views(b_local, d, seed):
 
 def _worker(rank, out_dir, store_file):
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    from fastskel.nn.losses import BarlowTwinsLoss
-
     import faulthandler
 
     faulthandler.dump_traceback_later(120, exit=True)  # a hang shows where, then fails
@@ -49,21 +46,31 @@ def _worker(rank, out_dir, store_file):
     try:
         for i, (b, d, normalize) in enumerate(CASES):
             print(f"rank {rank}: case {i}", flush=True)
-            x1, x2, proj = _global_views(b, d, seed=100 + i)
-            model = DDP(proj)
-            sl = slice(rank * b, (rank + 1) * b)
-            z1, z2 = model(x1[sl]), model(x2[sl])
-            z1.retain_grad()
-            z2.retain_grad()
-            loss = BarlowTwinsLoss(normalize=normalize)(z1, z2)
-            loss.backward()
-            local = BarlowTwinsLoss(normalize=normalize, distributed=False)(z1.detach(), z2.detach())
-            torch.save(dict(loss=loss.detach(), local=local, g1=z1.grad, g2=z2.grad,
-                            gw=proj.weight.grad, gb=proj.bias.grad),
-                       os.path.join(out_dir, f"case{i}_rank{rank}.pt"))
+            _run_case(rank, i, b, d, normalize, out_dir)
         dist.barrier()  # no rank tears down the group while another still uses it
     finally:
+        # DDP's reducer must die while the group lives: destroyed afterwards, it can hang the rank
+        gc.collect()
         dist.destroy_process_group()
+
+
+def _run_case(rank, i, b, d, normalize, out_dir):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from fastskel.nn.losses import BarlowTwinsLoss
+
+    x1, x2, proj = _global_views(b, d, seed=100 + i)
+    model = DDP(proj)
+    sl = slice(rank * b, (rank + 1) * b)
+    z1, z2 = model(x1[sl]), model(x2[sl])
+    z1.retain_grad()
+    z2.retain_grad()
+    loss = BarlowTwinsLoss(normalize=normalize)(z1, z2)
+    loss.backward()
+    local = BarlowTwinsLoss(normalize=normalize, distributed=False)(z1.detach(), z2.detach())
+    torch.save(dict(loss=loss.detach(), local=local, g1=z1.grad, g2=z2.grad,
+                    gw=proj.weight.grad, gb=proj.bias.grad),
+               os.path.join(out_dir, f"case{i}_rank{rank}.pt"))
 
 
 def _single_process(i, b, d, normalize):

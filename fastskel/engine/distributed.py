@@ -6,6 +6,7 @@ each rank to ``cuda:LOCAL_RANK``. Without those variables everything here is a n
 """
 from __future__ import annotations
 
+import gc
 import os
 import random
 from dataclasses import dataclass
@@ -131,4 +132,7 @@ def cleanup(info: Optional[DistInfo] = None, sync: bool = False) -> None:
     if info is not None and info.initialized_here and dist.is_initialized():
         if sync:
             dist.barrier()
+        # a DDP reducer still awaiting collection must die while the group lives: destroyed
+        # after it (at exit, by the GC), it can hang the process
+        gc.collect()
         dist.destroy_process_group()
