@@ -2,10 +2,13 @@
 forward + backward) with fastskel's fast paths vs the reference ops, and teacher vs distilled
 student inference latency at batch 1.
 
-- reference: backend "torch" (einsum graph conv, materialised D×D Barlow Twins, eager masks) and
-  six sequential stream forwards (PSTL's structure);
+- reference: backend "torch" (einsum graph conv, materialised D×D Barlow Twins, eager masks,
+  st-gcn's ``Dropout → + → ReLU`` modules), six sequential stream forwards (PSTL's structure) and
+  torch's default (``foreach``) Adam;
 - fast: backend "auto" (``_C``/Triton graph conv, Gram-form / Triton Barlow Twins, Triton masks on
-  CUDA) and the three streams of an encoder batched into one forward.
+  CUDA, the fused ``_C`` dropout-add-ReLU block tail on CPU), the three streams of an encoder
+  batched into one forward, and the engine's optimiser (:func:`fastskel.engine.schedule.build_optimizer`:
+  fused Adam). Both use the engine's parameter groups (no decay on 1-D parameters).
 
 Paper shape: B=128 actions × 2 bodies, T=50, V=25, D=6144. On CPU the batch is
 ``FASTSKEL_ASMA_CPU_BATCH`` (default 16: batch 128 takes minutes per step on a small CPU);
@@ -16,6 +19,7 @@ import os
 import pytest
 import torch
 
+from fastskel.engine.schedule import build_optimizer, param_groups
 from fastskel.methods.asma import ASMa, ASMaAligner, ASMaConfig, build_student
 
 SMALL = os.environ.get("FASTSKEL_BENCH_SMALL") == "1"
@@ -52,7 +56,10 @@ def test_asma_pretrain_step(benchmark, device, path):
     x = torch.randn(b, 3, t, 25, 2, device=device).cumsum(2) * 0.05
     x[b // 2:, ..., 1] = 0                       # half the actions have one body
     lengths = torch.full((b,), t, device=device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    if path == "fast":
+        opt = build_optimizer(model, "adam", 1e-4, cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(param_groups(model, cfg.weight_decay), lr=1e-4, foreach=True)
     g = torch.Generator(device=device).manual_seed(0)
 
     def step():
@@ -65,7 +72,9 @@ def test_asma_pretrain_step(benchmark, device, path):
 
     benchmark.extra_info.update(op="asma_pretrain_step", path=path, device=device, batch=b, bodies=2, T=t, V=25,
                                 projector=list(cfg.projector_dims), dtype="float32",
-                                batched_streams=cfg.batched_streams, backend=model.backend)
+                                batched_streams=cfg.batched_streams, backend=model.backend,
+                                optimizer="fused" if opt.defaults.get("fused") else "foreach",
+                                threads=torch.get_num_threads())
     loss = benchmark.pedantic(step, rounds=3 if not SMALL else 1, iterations=1, warmup_rounds=1 if not SMALL else 0)
     assert torch.isfinite(loss)
 

@@ -14,10 +14,19 @@ TORCH_LIBRARY(fastskel, m) {
   m.def(
       "graph_conv_backward(Tensor grad_out, Tensor x, Tensor A, Tensor weight, Tensor? bias, bool[4] output_mask)"
       " -> (Tensor, Tensor, Tensor, Tensor)");
+  // st-gcn block tail: y = act(x * m / (1 - p) + residual), m from a counter-based RNG seeded by
+  // `seed` (a one-element int64 CPU tensor), so the backward regenerates m instead of storing it.
+  m.def("dropout_add_relu(Tensor x, Tensor? residual, float p, Tensor seed, bool relu) -> Tensor");
+  // (grad_x, grad_residual); grad_residual is empty (0 elements) when has_residual is false.
+  m.def(
+      "dropout_add_relu_backward(Tensor grad, Tensor out, float p, Tensor seed, bool relu, bool has_residual)"
+      " -> (Tensor, Tensor)");
 }
 
 namespace {
-std::vector<std::string> compiled_ops() { return {"graph_conv", "graph_conv_backward"}; }
+std::vector<std::string> compiled_ops() {
+  return {"graph_conv", "graph_conv_backward", "dropout_add_relu", "dropout_add_relu_backward"};
+}
 
 bool cuda_compiled() {
 #ifdef WITH_CUDA
@@ -35,7 +44,7 @@ pybind11::list read_ntu_skeletons(const std::vector<std::string>& paths, int64_t
 }  // namespace fastskel
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "fastskel C++/CUDA extension: graph convolution ops (torch.ops.fastskel.*)";
+  m.doc() = "fastskel C++/CUDA extension: graph convolution and fused dropout ops (torch.ops.fastskel.*)";
   m.def("compiled_ops", &compiled_ops, "names of the ops registered under torch.ops.fastskel");
   m.def("cuda_compiled", &cuda_compiled, "whether CUDA kernels were compiled in");
   m.def("read_ntu_skeletons", &fastskel::read_ntu_skeletons, pybind11::arg("paths"), pybind11::arg("num_threads") = 0,

@@ -63,7 +63,10 @@ def cuda_compiled() -> bool:
 
 # The _C ops a public op needs: a stale build with graph_conv but not graph_conv_backward would
 # run without gradients, so it counts as not having graph_conv at all.
-_NEEDS = {"graph_conv": ("graph_conv", "graph_conv_backward")}
+_NEEDS = {"graph_conv": ("graph_conv", "graph_conv_backward"),
+          "dropout_add_relu": ("dropout_add_relu", "dropout_add_relu_backward")}
+# Ops whose _C kernels exist for the CPU only (on CUDA, "auto" takes the fused torch/Triton path).
+_CPU_ONLY = frozenset({"dropout_add_relu"})
 
 
 def has_op(op: Optional[str], device: torch.device) -> Tuple[bool, str]:
@@ -73,6 +76,8 @@ def has_op(op: Optional[str], device: torch.device) -> Tuple[bool, str]:
     missing = [o for o in _NEEDS.get(op, (op,)) if o not in compiled_ops()]
     if missing:
         return False, f"fastskel._C has no op '{missing[0]}' (it has {compiled_ops()}); rebuild it if it is stale"
+    if device.type == "cuda" and op in _CPU_ONLY:
+        return False, f"fastskel._C implements '{op}' for the CPU only"
     if device.type == "cuda" and not cuda_compiled():
         return False, "fastskel._C was built without CUDA (torch without CUDA, nvcc missing, or FASTSKEL_FORCE_CPU=1)"
     if device.type not in ("cpu", "cuda"):

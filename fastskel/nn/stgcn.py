@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from fastskel.graph import SkeletonGraph
+from fastskel.ops.dropout import dropout_add_relu, resolve_backend as _tail_backend
 from .graph_conv import GraphConv
 
 __all__ = ["STGCN", "STGCNBlock", "stgcn_schedule"]
@@ -40,12 +41,16 @@ class STGCNBlock(nn.Module):
         stride: temporal stride of the temporal conv (and of the residual conv).
         dropout: dropout after the temporal conv.
         residual: whether the block has a residual connection.
-        backend: backend of the graph convolution.
+        backend: backend of the graph convolution and of the block tail
+            ``ReLU(Dropout(·) + residual)``: where :func:`fastskel.ops.dropout_add_relu` resolves to
+            ``_C`` (CPU) the tail is that one fused pass (its own counter-based random stream);
+            elsewhere ("torch", CUDA) st-gcn's ``Dropout``, ``+`` and ``ReLU`` modules run.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Tuple[int, int] = (9, 3), stride: int = 1,
                  dropout: float = 0.0, residual: bool = True, backend: Optional[str] = None):
         super().__init__()
+        self.backend = backend
         t_kernel, k = kernel_size
         if t_kernel < 1 or t_kernel % 2 != 1:
             raise ValueError(f"kernel_size: expected an odd temporal kernel, got {t_kernel}")
@@ -79,7 +84,11 @@ class STGCNBlock(nn.Module):
         else:
             res = None
         y, A = self.gcn(x, A)
-        y = self.tcn(y)
+        bn1, relu1, conv, bn2, drop = self.tcn
+        y = bn2(conv(relu1(bn1(y))))
+        if _tail_backend(self.backend, y.device) == "cpp":
+            return dropout_add_relu(y, res, drop.p, self.training, relu=True, backend="cpp"), A
+        y = drop(y)
         if res is not None:
             y = y + res
         return self.relu(y), A

@@ -4,6 +4,7 @@ kernel (``fastskel.kernels``), the ``fastskel._C`` extension or the reference in
 from . import reference
 from .attention import attention
 from .barlow import barlow_twins_loss
+from .dropout import dropout_add_relu
 from .focal import focal_reconstruction_loss, motion_energy_weights
 from .graph_conv import graph_conv
 from .joint_mask import degree_joint_mask
@@ -13,7 +14,7 @@ from .prototype import SinkhornTargets, prototype_cross_entropy, sinkhorn_knopp
 from .reference import Rope
 
 __all__ = [
-    "Rope", "SinkhornTargets", "attention", "barlow_twins_loss", "degree_joint_mask", "focal_reconstruction_loss",
+    "Rope", "SinkhornTargets", "attention", "barlow_twins_loss", "degree_joint_mask", "dropout_add_relu", "focal_reconstruction_loss",
     "frame_motion", "graph_conv", "motion_energy_weights", "motion_frame_mask", "patchify",
     "prototype_cross_entropy", "reference", "sinkhorn_knopp", "unpatchify",
 ]

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "Rope", "apply_rope", "attention", "barlow_twins_loss", "degree_joint_mask", "degree_log_probs",
+    "dropout_add_relu", "dropout_keep_mask",
     "focal_reconstruction_loss", "frame_motion", "graph_conv", "graph_conv_channel_mix", "gumbel_from_uniform",
     "motion_energy_weights", "motion_frame_mask", "normalize_embeddings", "patchify", "unpatchify",
 ]
@@ -264,3 +265,48 @@ def unpatchify(tokens: torch.Tensor, frames_per_patch: int, num_joints: int) -> 
     l, v = frames_per_patch, num_joints
     tb, c = p // v, f // l
     return tokens.reshape(n, tb, v, l, c).permute(0, 4, 1, 3, 2).reshape(n, c, tb * l, v)
+
+
+# --------------------------------------------------------------------------- dropout (st-gcn block tail)
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """Wellons' "lowbias32" mixer on uint32 values held in int64."""
+    m = 0xFFFFFFFF
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & m
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & m
+    return x ^ (x >> 16)
+
+
+def dropout_keep_mask(numel: int, p: float, seed: int, device=None) -> torch.Tensor:
+    """The keep mask ``m`` (bool ``(numel,)``) of :func:`dropout_add_relu` for ``seed``.
+
+    With ``(k0, k1)`` the low and high 32 bits of the 64-bit ``seed`` and all arithmetic mod 2^32:
+    ``u_i = mix32(mix32(lo32(i) ⊕ k0) + k1 + hi32(i)·0x9E3779B9)``, ``mix32`` Wellons' lowbias32
+    (``x ⊕= x≫16; x ·= 0x7feb352d; x ⊕= x≫15; x ·= 0x846ca68b; x ⊕= x≫16``);
+    ``m_i = [u_i < min(round((1−p)·2^32), 2^32−1)]``, and every element is kept when ``p = 0``.
+    """
+    if p == 0.0:
+        return torch.ones(numel, dtype=torch.bool, device=device)
+    m32 = 0xFFFFFFFF
+    s = int(seed) & ((1 << 64) - 1)
+    k0, k1 = s & m32, s >> 32
+    i = torch.arange(numel, dtype=torch.int64, device=device)
+    u = _mix32((_mix32((i & m32) ^ k0) + k1 + (i >> 32) * 0x9E3779B9) & m32)
+    return u < min(int(round((1.0 - p) * 2.0 ** 32)), m32)
+
+
+def dropout_add_relu(x: torch.Tensor, residual: Optional[torch.Tensor], p: float, seed: int,
+                     relu: bool = True) -> torch.Tensor:
+    """st-gcn's block tail in one op: ``y = act(x·m/(1−p) + residual)``, ``act`` = ReLU or identity.
+
+    ``m`` is :func:`dropout_keep_mask` of ``x.numel()`` elements in ``x``'s row-major order.
+    Computed in fp32 (fp64 for fp64 input) as ``(x·m)·(1/(1−p))``, returned in ``x``'s dtype.
+    """
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    scale = torch.tensor(1.0 / (1.0 - p), dtype=acc, device=x.device)
+    m = dropout_keep_mask(x.numel(), p, seed, x.device).view(x.shape).to(acc)
+    y = x.to(acc) * m * scale
+    if residual is not None:
+        y = y + residual.to(acc)
+    return (torch.relu(y) if relu else y).to(x.dtype)

@@ -1,0 +1,173 @@
+// CPU implementation of fastskel::dropout_add_relu and fastskel::dropout_add_relu_backward.
+//
+//   y = act(x * m / (1 - p) + residual),   m_i = [u_i < (1 - p) * 2^32],   act = ReLU or identity
+//
+// st-gcn's block tail (Dropout -> + residual -> ReLU) in one pass. The keep mask is never stored:
+// u_i is a counter-based random number, the 32-bit half (i & 1) of splitmix64 output number
+// floor(i / 2) of the stream seeded by `seed` (Steele, Lea & Flood 2014), so any thread can compute
+// any element, the result does not depend on the number of threads, and the backward regenerates
+// the mask from the seed:
+//   g_pre = ReLU ? grad * [y > 0] : grad;   grad_residual = g_pre;   grad_x = g_pre * m / (1 - p).
+// fastskel.ops.reference.dropout_keep_mask computes the same m in PyTorch integer arithmetic.
+// fp32 / fp64 natively; fp16 / bf16 are computed in fp32 and rounded once.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <algorithm>
+#include <cstdint>
+#include <tuple>
+
+namespace fastskel {
+namespace {
+
+// Wellons' "lowbias32" integer mixer (a bijection of uint32).
+inline uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+// Elements are kept when u < threshold = min(round((1 - p) * 2^32), 2^32 - 1); p == 0 keeps all.
+inline uint32_t keep_threshold(double p) {
+  const double t = std::nearbyint((1.0 - p) * 4294967296.0);
+  return t <= 0.0 ? 0U : (t >= 4294967295.0 ? 0xFFFFFFFFU : static_cast<uint32_t>(t));
+}
+
+inline uint64_t read_seed(const at::Tensor& seed) {
+  TORCH_CHECK(seed.numel() == 1 && !seed.is_floating_point() && seed.device().is_cpu(),
+              "fastskel::dropout_add_relu: seed: expected a one-element integer CPU tensor, got ",
+              seed.sizes(), " ", seed.dtype(), " on ", seed.device());
+  return static_cast<uint64_t>(seed.item<int64_t>());
+}
+
+// m[j] = 1 if element begin + j is kept, else 0, for j < len <= kBlock.
+//   u_i = mix32(mix32(lo32(i) ^ k0) + k1 + hi32(i) * 0x9E3779B9),  (k0, k1) = (lo32, hi32) of the seed.
+// 32-bit lanes and branch-free, so the loop vectorises; compiled for AVX2 too and picked at run time.
+constexpr int64_t kBlock = 1024;
+
+__attribute__((target_clones("avx2", "default")))
+void keep_flags(uint64_t seed, uint32_t thresh, bool keep_all, int64_t begin, int64_t len, float* m) {
+  const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  const uint32_t lo = static_cast<uint32_t>(begin);
+  const uint32_t hi_term = k1 + static_cast<uint32_t>(static_cast<uint64_t>(begin) >> 32) * 0x9E3779B9U;
+  if (keep_all) {
+    for (int64_t j = 0; j < len; ++j) m[j] = 1.0f;
+    return;
+  }
+  // A block never straddles a multiple of 2^32 (kGrain and kBlock divide it), so hi32(i) is fixed.
+  for (int64_t j = 0; j < len; ++j) {
+    const uint32_t u = mix32(mix32((lo + static_cast<uint32_t>(j)) ^ k0) + hi_term);
+    m[j] = u < thresh ? 1.0f : 0.0f;
+  }
+}
+
+constexpr int64_t kGrain = 1 << 15;  // a multiple of kBlock
+
+void check_args(const at::Tensor& x, const c10::optional<at::Tensor>& residual, double p) {
+  TORCH_CHECK(p >= 0.0 && p < 1.0, "fastskel::dropout_add_relu: p: expected a value in [0, 1), got ", p);
+  if (residual.has_value() && residual->defined()) {
+    TORCH_CHECK(residual->sizes() == x.sizes(), "fastskel::dropout_add_relu: residual: expected shape ", x.sizes(),
+                " like x, got ", residual->sizes());
+    TORCH_CHECK(residual->scalar_type() == x.scalar_type(), "fastskel::dropout_add_relu: residual: expected dtype ",
+                x.scalar_type(), " like x, got ", residual->scalar_type());
+  }
+}
+
+at::Tensor dropout_add_relu_cpu(const at::Tensor& x_, const c10::optional<at::Tensor>& residual_, double p,
+                                const at::Tensor& seed_, bool relu) {
+  check_args(x_, residual_, p);
+  const at::Tensor x = x_.contiguous();
+  const bool has_res = residual_.has_value() && residual_->defined();
+  const at::Tensor res = has_res ? residual_->contiguous() : at::Tensor();
+  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  const uint64_t seed = read_seed(seed_);
+  const uint32_t thresh = keep_threshold(p);
+  const bool keep_all = p == 0.0;
+  const int64_t n = x.numel();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dropout_add_relu_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t scale = static_cast<acc_t>(1.0 / (1.0 - p));
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* rp = has_res ? res.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      float m[kBlock];
+      for (int64_t c0 = b; c0 < e; c0 += kBlock) {
+        const int64_t len = std::min(kBlock - (c0 % kBlock), e - c0);
+        keep_flags(seed, thresh, keep_all, c0, len, m);
+        const scalar_t* xc = xp + c0;
+        scalar_t* yc = yp + c0;
+        if (rp) {
+          const scalar_t* rc = rp + c0;
+          for (int64_t j = 0; j < len; ++j) {
+            const acc_t v = static_cast<acc_t>(xc[j]) * m[j] * scale + static_cast<acc_t>(rc[j]);
+            yc[j] = static_cast<scalar_t>(relu ? (v > acc_t(0) ? v : acc_t(0)) : v);
+          }
+        } else {
+          for (int64_t j = 0; j < len; ++j) {
+            const acc_t v = static_cast<acc_t>(xc[j]) * m[j] * scale;
+            yc[j] = static_cast<scalar_t>(relu ? (v > acc_t(0) ? v : acc_t(0)) : v);
+          }
+        }
+      }
+    });
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> dropout_add_relu_backward_cpu(const at::Tensor& grad_, const at::Tensor& out_,
+                                                                 double p, const at::Tensor& seed_, bool relu,
+                                                                 bool has_residual) {
+  TORCH_CHECK(p >= 0.0 && p < 1.0, "fastskel::dropout_add_relu_backward: p: expected a value in [0, 1), got ", p);
+  TORCH_CHECK(!relu || out_.sizes() == grad_.sizes(), "fastskel::dropout_add_relu_backward: out: expected shape ",
+              grad_.sizes(), " like grad, got ", out_.sizes());
+  const at::Tensor g = grad_.contiguous();
+  const at::Tensor out = relu ? out_.to(g.scalar_type()).contiguous() : at::Tensor();
+  at::Tensor gx = at::empty_like(g, at::MemoryFormat::Contiguous);
+  at::Tensor gr = has_residual ? at::empty_like(g, at::MemoryFormat::Contiguous) : g.new_empty({0});
+  const uint64_t seed = read_seed(seed_);
+  const uint32_t thresh = keep_threshold(p);
+  const bool keep_all = p == 0.0;
+  const int64_t n = g.numel();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "dropout_add_relu_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t scale = static_cast<acc_t>(1.0 / (1.0 - p));
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    const scalar_t* op = relu ? out.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
+    scalar_t* grp = has_residual ? gr.mutable_data_ptr<scalar_t>() : nullptr;
+    
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      float m[kBlock];
+      for (int64_t c0 = b; c0 < e; c0 += kBlock) {
+        const int64_t len = std::min(kBlock - (c0 % kBlock), e - c0);
+        keep_flags(seed, thresh, keep_all, c0, len, m);
+        const scalar_t* gc = gp + c0;
+        scalar_t* gxc = gxp + c0;
+        for (int64_t j = 0; j < len; ++j) {
+          acc_t v = static_cast<acc_t>(gc[j]);
+          if (op) v = static_cast<acc_t>(op[c0 + j]) > acc_t(0) ? v : acc_t(0);
+          if (grp) grp[c0 + j] = static_cast<scalar_t>(v);
+          gxc[j] = static_cast<scalar_t>(v * m[j] * scale);
+        }
+      }
+    });
+  });
+  return {gx, gr};
+}
+
+}  // namespace
+}  // namespace fastskel
+
+TORCH_LIBRARY_IMPL(fastskel, CPU, m) {
+  m.impl("dropout_add_relu", &fastskel::dropout_add_relu_cpu);
+  m.impl("dropout_add_relu_backward", &fastskel::dropout_add_relu_backward_cpu);
+}
