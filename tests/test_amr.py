@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import class_motion_data
 from fastskel.backend import cpp_status, triton_status
 from fastskel.methods import get_method
 from fastskel.methods import amr as amr_mod
@@ -557,37 +558,6 @@ def test_mamp_checkpoint_errors():
 
 
 # ----------------------------------------------------------------------------- pretrain → linear probe
-def class_motion_data(n, classes=4, t=24, v=13, seed=0):
-    """Seeded class-structured motion: each class swings its own group of 6 joints along its own
-    axis at its own frequency (shared prototypes across seeds); per sample: amplitude, phase, valid
-    length U[t/2, t], a yaw rotation, scale, offset and sensor noise as nuisances; body 2 is empty."""
-    g = torch.Generator().manual_seed(seed)
-    gc = torch.Generator().manual_seed(1234)                             # class prototypes
-    rest = torch.randn(v, 3, generator=gc) * 0.3
-    group = torch.zeros(classes, v)
-    for c in range(classes):
-        group[c, torch.randperm(v, generator=gc)[:6]] = 1
-    axis = F.normalize(torch.randn(classes, 3, generator=gc), dim=1)
-    freq = 1.0 + 2.0 * torch.rand(classes, generator=gc)
-    y = torch.arange(n) % classes
-    tt = torch.arange(t, dtype=torch.float32)
-    L = torch.randint(t // 2, t + 1, (n,), generator=g)
-    amp = 0.5 * (0.7 + 0.6 * torch.rand(n, generator=g))
-    phase = 2 * math.pi * torch.rand(n, generator=g)
-    s = amp[:, None] * torch.sin(2 * math.pi * freq[y][:, None] * tt / L[:, None] + phase[:, None])   # (n, t)
-    pos = rest + s[:, :, None, None] * group[y][:, None, :, None] * axis[y][:, None, None, :]         # (n, t, v, 3)
-    a = (torch.rand(n, generator=g) - 0.5) * 0.6
-    rot = torch.zeros(n, 3, 3)
-    rot[:, 0, 0], rot[:, 0, 2], rot[:, 1, 1], rot[:, 2, 0], rot[:, 2, 2] = a.cos(), a.sin(), 1, -a.sin(), a.cos()
-    scale = 0.8 + 0.4 * torch.rand(n, generator=g)
-    pos = torch.einsum("ntvc,ndc->ntvd", pos, rot) * scale[:, None, None, None]
-    pos = pos + 0.1 * torch.randn(n, 1, 1, 3, generator=g) + 0.01 * torch.randn(pos.shape, generator=g)
-    pos = pos * (tt[None, :, None, None] < L[:, None, None, None])
-    x = torch.zeros(n, 3, t, v, 2)
-    x[..., 0] = pos.permute(0, 3, 1, 2)
-    return x, L, y
-
-
 @pytest.fixture(scope="module")
 def pretrain_run():
     """Pretrain a tiny AMR through the engine (seeded), keeping its random initialisation."""

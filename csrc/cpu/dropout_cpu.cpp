@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <tuple>
+#include <type_traits>
 
 namespace fastskel {
 namespace {
@@ -80,6 +81,53 @@ void check_args(const at::Tensor& x, const c10::optional<at::Tensor>& residual, 
   }
 }
 
+// One pass over [b, e): y = act(x * m * scale + r). Template flags keep the inner loops branch-free.
+template <typename scalar_t, bool RELU, bool RES>
+void forward_range(const scalar_t* __restrict__ xp, const scalar_t* __restrict__ rp, scalar_t* __restrict__ yp,
+                   uint64_t seed, uint32_t thresh, bool keep_all, double p, int64_t b, int64_t e) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const acc_t scale = static_cast<acc_t>(1.0 / (1.0 - p));
+  float m[kBlock];
+  for (int64_t c0 = b; c0 < e; c0 += kBlock) {
+    const int64_t len = std::min(kBlock - (c0 % kBlock), e - c0);
+    keep_flags(seed, thresh, keep_all, c0, len, m);
+    for (int64_t j = 0; j < len; ++j) {
+      acc_t v = static_cast<acc_t>(xp[c0 + j]) * static_cast<acc_t>(m[j]) * scale;
+      if (RES) v += static_cast<acc_t>(rp[c0 + j]);
+      if (RELU) v = v > acc_t(0) ? v : acc_t(0);
+      yp[c0 + j] = static_cast<scalar_t>(v);
+    }
+  }
+}
+
+// g_pre = RELU ? g * [y > 0] : g;  gr = g_pre (RES);  gx = g_pre * m * scale.
+template <typename scalar_t, bool RELU, bool RES>
+void backward_range(const scalar_t* __restrict__ gp, const scalar_t* __restrict__ op, scalar_t* __restrict__ gxp,
+                    scalar_t* __restrict__ grp, uint64_t seed, uint32_t thresh, bool keep_all, double p, int64_t b,
+                    int64_t e) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const acc_t scale = static_cast<acc_t>(1.0 / (1.0 - p));
+  float m[kBlock];
+  for (int64_t c0 = b; c0 < e; c0 += kBlock) {
+    const int64_t len = std::min(kBlock - (c0 % kBlock), e - c0);
+    keep_flags(seed, thresh, keep_all, c0, len, m);
+    for (int64_t j = 0; j < len; ++j) {
+      acc_t v = static_cast<acc_t>(gp[c0 + j]);
+      if (RELU) v = static_cast<acc_t>(op[c0 + j]) > acc_t(0) ? v : acc_t(0);
+      if (RES) grp[c0 + j] = static_cast<scalar_t>(v);
+      gxp[c0 + j] = static_cast<scalar_t>(v * static_cast<acc_t>(m[j]) * scale);
+    }
+  }
+}
+
+template <typename F>
+void dispatch_flags(bool relu, bool res, F&& f) {
+  if (relu && res) f(std::true_type{}, std::true_type{});
+  else if (relu) f(std::true_type{}, std::false_type{});
+  else if (res) f(std::false_type{}, std::true_type{});
+  else f(std::false_type{}, std::false_type{});
+}
+
 at::Tensor dropout_add_relu_cpu(const at::Tensor& x_, const c10::optional<at::Tensor>& residual_, double p,
                                 const at::Tensor& seed_, bool relu) {
   check_args(x_, residual_, p);
@@ -90,34 +138,15 @@ at::Tensor dropout_add_relu_cpu(const at::Tensor& x_, const c10::optional<at::Te
   const uint64_t seed = read_seed(seed_);
   const uint32_t thresh = keep_threshold(p);
   const bool keep_all = p == 0.0;
-  const int64_t n = x.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dropout_add_relu_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const acc_t scale = static_cast<acc_t>(1.0 / (1.0 - p));
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     const scalar_t* rp = has_res ? res.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-      float m[kBlock];
-      for (int64_t c0 = b; c0 < e; c0 += kBlock) {
-        const int64_t len = std::min(kBlock - (c0 % kBlock), e - c0);
-        keep_flags(seed, thresh, keep_all, c0, len, m);
-        const scalar_t* xc = xp + c0;
-        scalar_t* yc = yp + c0;
-        if (rp) {
-          const scalar_t* rc = rp + c0;
-          for (int64_t j = 0; j < len; ++j) {
-            const acc_t v = static_cast<acc_t>(xc[j]) * m[j] * scale + static_cast<acc_t>(rc[j]);
-            yc[j] = static_cast<scalar_t>(relu ? (v > acc_t(0) ? v : acc_t(0)) : v);
-          }
-        } else {
-          for (int64_t j = 0; j < len; ++j) {
-            const acc_t v = static_cast<acc_t>(xc[j]) * m[j] * scale;
-            yc[j] = static_cast<scalar_t>(relu ? (v > acc_t(0) ? v : acc_t(0)) : v);
-          }
-        }
-      }
+    dispatch_flags(relu, has_res, [&](auto RELU, auto RES) {
+      at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) {
+        forward_range<scalar_t, decltype(RELU)::value, decltype(RES)::value>(xp, rp, yp, seed, thresh, keep_all, p,
+                                                                             b, e);
+      });
     });
   });
   return y;
@@ -136,29 +165,16 @@ std::tuple<at::Tensor, at::Tensor> dropout_add_relu_backward_cpu(const at::Tenso
   const uint64_t seed = read_seed(seed_);
   const uint32_t thresh = keep_threshold(p);
   const bool keep_all = p == 0.0;
-  const int64_t n = g.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "dropout_add_relu_backward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const acc_t scale = static_cast<acc_t>(1.0 / (1.0 - p));
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
     const scalar_t* op = relu ? out.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
     scalar_t* grp = has_residual ? gr.mutable_data_ptr<scalar_t>() : nullptr;
-    
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-      float m[kBlock];
-      for (int64_t c0 = b; c0 < e; c0 += kBlock) {
-        const int64_t len = std::min(kBlock - (c0 % kBlock), e - c0);
-        keep_flags(seed, thresh, keep_all, c0, len, m);
-        const scalar_t* gc = gp + c0;
-        scalar_t* gxc = gxp + c0;
-        for (int64_t j = 0; j < len; ++j) {
-          acc_t v = static_cast<acc_t>(gc[j]);
-          if (op) v = static_cast<acc_t>(op[c0 + j]) > acc_t(0) ? v : acc_t(0);
-          if (grp) grp[c0 + j] = static_cast<scalar_t>(v);
-          gxc[j] = static_cast<scalar_t>(v * m[j] * scale);
-        }
-      }
+    dispatch_flags(relu, has_residual, [&](auto RELU, auto RES) {
+      at::parallel_for(0, g.numel(), kGrain, [&](int64_t b, int64_t e) {
+        backward_range<scalar_t, decltype(RELU)::value, decltype(RES)::value>(gp, op, gxp, grp, seed, thresh,
+                                                                              keep_all, p, b, e);
+      });
     });
   });
   return {gx, gr};
