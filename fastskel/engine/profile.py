@@ -104,6 +104,12 @@ def _graph_conv(c_in, c_out):
     return build
 
 
+def _dropout_tail(small, device, dtype):
+    g = torch.Generator().manual_seed(0)
+    x = _x(4, 8, 16, 25, device, dtype, g) if small else _x(768, 16, 50, 25, device, dtype, g)
+    return (x, torch.randn(x.shape, generator=g).to(device=device, dtype=dtype)), {"p": 0.5}
+
+
 BF = (torch.float32, torch.bfloat16)
 CASES: List[Case] = [
     Case("frame_motion", "asma 256x3x50x25", _motion),
@@ -118,6 +124,7 @@ CASES: List[Case] = [
     Case("attention", "slim 205 tokens", _attn(205, 205, 128), (0, 1, 2), BF),
     Case("graph_conv", "asma c16", _graph_conv(16, 16), (0, 2)),
     Case("graph_conv", "st-gcn c64", _graph_conv(64, 64), (0, 2)),
+    Case("dropout_add_relu", "asma block tail 3x256x16x50x25", _dropout_tail, (0, 1)),
 ]
 
 
@@ -153,7 +160,8 @@ def _resolved(op: str, device: torch.device) -> str:
 
     mod = {"frame_motion": "motion", "motion_frame_mask": "motion", "degree_joint_mask": "joint_mask",
            "motion_energy_weights": "focal", "focal_reconstruction_loss": "focal",
-           "barlow_twins_loss": "barlow", "attention": "attention", "graph_conv": "graph_conv"}.get(op)
+           "barlow_twins_loss": "barlow", "attention": "attention", "graph_conv": "graph_conv",
+           "dropout_add_relu": "dropout"}.get(op)
     try:
         impl = importlib.import_module(f"fastskel.ops.{mod}").IMPLEMENTED
         return resolve(op, "auto", device, impl)
