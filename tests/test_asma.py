@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from fastskel.graph import SkeletonGraph
-from fastskel.methods.asma import (ASMa, ASMaAligner, ASMaConfig, augment, ensemble_logits, to_stream,
-                                   _bodies)
+from fastskel.methods.asma import (ASMa, ASMaAligner, ASMaConfig, AlignerConfig, augment, ensemble_logits,
+                                   to_stream, _bodies)
 from fastskel.ops import reference
 
 from conftest import TRITON_DEVICE, requires_C, requires_triton
@@ -254,8 +254,15 @@ def test_aligner_is_bidirectional_sum():
     al = ASMaAligner(m, 4).eval()
     x, L = batch(2)
     ht, hp = m.sequence_features(x, L)
-    want = al.classifier(al.norm((al.attn_theta(ht, hp) + al.attn_phi(hp, ht)).mean(1)))
+    assert ht.shape[1] == al.frames == 4                      # 16 frames through two stride-2 stages
+    hn, pn = al.normalize(ht, hp)                             # feature_norm: per (frame, channel) standardisation
+    var = al.norm_theta.running_var.view(4, -1)
+    torch.testing.assert_close(hn, (ht - al.norm_theta.running_mean.view(4, -1)) / (var + 1e-5).sqrt())
+    want = al.classifier((al.attn_theta(hn, pn) + al.attn_phi(pn, hn)).mean(1))
     torch.testing.assert_close(al.logits(x, L), want)
+    raw = ASMaAligner(m, 4, config=AlignerConfig(feature_norm=False)).eval()   # eq. 10-12 exactly
+    want = raw.classifier((raw.attn_theta(ht, hp) + raw.attn_phi(hp, ht)).mean(1))
+    torch.testing.assert_close(raw.logits(x, L), want)
 
 
 def test_get_method_registry():

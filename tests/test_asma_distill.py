@@ -17,9 +17,10 @@ def tiny(**kw):
 
 @pytest.fixture(scope="module")
 def data():
+    """4 synthetic classes (two limb groups × two tempos), 256 train / 64 test actions."""
     from fastskel.data import SyntheticSkeletons
 
-    kw = dict(num_classes=4, num_samples=80, T=20, seed=0, bodies=1)
+    kw = dict(num_classes=4, num_samples=320, T=20, seed=0, bodies=1)
     return SyntheticSkeletons(split="train", **kw), SyntheticSkeletons(split="test", **kw)
 
 
@@ -50,17 +51,27 @@ def test_cost_report_paper_sizes():
 
 
 def test_distill_reduces_kl_and_retains_accuracy(data, tmp_path):
+    """A linear-probed aligner teacher (tiny random-init ASMa: its per-frame features, standardised,
+    carry the class) is clearly above chance (25 %), and a 3-block student trained only on its
+    soft targets keeps >= 80 % of its test accuracy (seed 0: teacher 84.4, student 79.7; seeds
+    1/2: 73.4/85.9, 81.3/89.1). ~40 s on one thread."""
     train, test = data
-    torch.manual_seed(0)
-    teacher = ASMa(tiny())
-    rep = distill(teacher, train, test, epochs=6, batch_size=16, temperature=4.0, student_blocks=3,
-                  teacher_epochs=10, teacher_lr=1e-2, lr=1e-2, device="cpu", out=str(tmp_path), seed=0)
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        teacher = ASMa(tiny())
+        rep = distill(teacher, train, test, epochs=30, batch_size=16, temperature=4.0, student_blocks=3,
+                      teacher_epochs=50, teacher_lr=1e-2, lr=1e-2, device="cpu", out=str(tmp_path), seed=0)
+    finally:
+        torch.set_num_threads(n_threads)
     assert rep["kl_last_epoch"] < 0.7 * rep["kl_first_epoch"], rep["kl_history"]
     x, L, _ = test[list(range(len(test)))]
     with torch.no_grad():
         agree = (rep["student"].eval().logits(x, L).argmax(1) == rep["teacher"].logits(x, L).argmax(1)).float().mean()
     assert agree >= 0.6, float(agree)                         # the student reproduces the teacher's decisions
-    assert rep["top1"] >= rep["teacher_top1"] - 20, (rep["top1"], rep["teacher_top1"])
+    assert rep["teacher_top1"] >= 50.0, rep["teacher_top1"]   # chance: 25 %
+    assert rep["top1"] >= 0.8 * rep["teacher_top1"], (rep["top1"], rep["teacher_top1"])
     assert rep["student_params"] < rep["teacher_params"]
     assert (tmp_path / "student.pt").exists() and (tmp_path / "distill.json").exists()
     st = torch.load(tmp_path / "student.pt")

@@ -61,7 +61,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -89,7 +89,13 @@ STREAMS = ("joint", "bone", "motion")
 # ============================================================================ config
 @dataclass
 class ASMaConfig:
-    """ASMa pretraining (paper defaults). ``backend`` selects the ops backend of every op."""
+    """ASMa pretraining (paper defaults). ``backend`` selects the ops backend of every op.
+
+    ``lambd`` (Barlow Twins' redundancy weight) belongs to the projector width: the paper's 2e-4 at
+    D = 6144 is λ·D ≈ 1.2. A narrow projector needs a proportionally larger λ — with λ = 2e-4 at
+    D = 64 the redundancy term is ~1 % of the loss and the invariance term alone is minimised by a
+    collapsed representation (the loss settles at the fully collapsed value 4·λ·D(D−1)).
+    """
 
     # input
     in_channels: int = 3
@@ -125,6 +131,14 @@ class ASMaConfig:
     weight_decay: float = 1e-5
     optimizer: str = "adam"
     betas: Tuple[float, float] = (0.9, 0.999)
+
+    # ``fastskel pretrain asma --preset small``: a CPU demo size (not a paper recipe): two 4-block
+    # ST-GCN encoders (hidden 8, 32-d), projector 64-64-64 with λ scaled to it (λ·D ≈ 1.3), 32 frames.
+    PRESETS: ClassVar[Dict[str, Dict[str, Any]]] = {
+        "small": dict(hidden_channels=8, out_dim=32, depth=4, dropout=0.0, projector_dims=(64, 64, 64), lambd=2e-2,
+                      num_frames=32, joint_mask_n=5, frame_mask_k=6, epochs=20, batch_size=32, lr=5e-3,
+                      warmup_epochs=2),
+    }
 
     def __post_init__(self) -> None:
         self.projector_dims = tuple(int(d) for d in self.projector_dims)
@@ -322,6 +336,15 @@ class ASMa(BackendMixin, nn.Module):
 
 
 # ============================================================================ aligner
+def _feature_frames(asma: "ASMa") -> int:
+    """T' of ``sequence_features``: ``num_frames`` through the encoder's temporal strides
+    (odd kernel, 'same' padding: ``T → ⌊(T − 1)/s⌋ + 1`` per block)."""
+    t = asma.config.num_frames
+    for s in asma.encoder_theta.strides:
+        t = (t - 1) // s + 1
+    return t
+
+
 @dataclass
 class AlignerConfig:
     """Feature alignment training (paper: linear 150 epochs lr 1e-3; fine-tune lr 5e-3)."""
@@ -350,10 +373,21 @@ class ASMaAligner(nn.Module):
     """Bi-directional cross-attention feature alignment + linear classifier (seed 001 §3.4, eq. 10–12).
 
     ``a^θ = MHA(Q=h^θ, K=V=h^φ)``, ``a^φ = MHA(Q=h^φ, K=V=h^θ)`` (4 heads, :class:`MultiheadCrossAttention`),
-    ``h = mean_{T'}(a^θ + a^φ)``, ``logits = W·BN(h) + b`` where ``BN`` is a
-    ``BatchNorm1d(affine=False, momentum=None)`` standardisation (cumulative statistics; the MAE/MAMP linear-probe convention, as the
-    engine's probe; ``feature_norm=False`` gives eq. 12 exactly: without it, small-variance
-    features of frozen encoders train very slowly). ``mode="linear"`` freezes both encoders
+    ``h = mean_{T'}(a^θ + a^φ)``, ``logits = W·h + b``.
+
+    ``feature_norm=True`` (default) standardises the encoders' per-frame features before the
+    attention, per (frame position, channel) over the training samples:
+    ``BatchNorm1d(T'·D, affine=False)`` on ``h^k`` flattened to ``(N, T'·D)``. In ``mode="linear"``
+    the encoders are frozen, so these features are fixed and the statistics are cumulative
+    (``momentum=None``): at evaluation they are the exact training-set mean/variance. In
+    ``"finetune"`` the features move and the statistics are an exponential average (momentum 0.1).
+    Why before the attention, per position: the frozen encoders' features can have a tiny
+    between-sample variance next to a large shared offset and a per-frame-position pattern (a
+    randomly initialised ST-GCN in eval mode shrinks its input by ~1/√3 per conv, so its output
+    is ≈ the bias path: relative spread ~1e-4), and a normalisation *after* the trainable
+    attention tracks a distribution that drifts during training — cumulative statistics of it are
+    stale at evaluation and sent every sample to one class (the bug this layout fixes).
+    ``feature_norm=False`` gives eq. 10–12 exactly. ``mode="linear"`` freezes both encoders
     (kept in eval mode, features computed without gradient); ``"finetune"`` trains everything.
     ``forward(x, lengths, labels)`` → ``{"loss", "acc"}`` (the engine's supervised contract,
     ``uses_labels = True``); without labels → logits. ``encode`` gives the pooled aligned feature.
@@ -374,9 +408,15 @@ class ASMaAligner(nn.Module):
         self.config = cfg
         self.asma = asma
         d = asma.config.out_dim
+        self.frames = _feature_frames(asma)
         self.attn_theta = MultiheadCrossAttention(d, cfg.heads, backend=asma.config.backend)
         self.attn_phi = MultiheadCrossAttention(d, cfg.heads, backend=asma.config.backend)
-        self.norm = nn.BatchNorm1d(d, affine=False, momentum=None) if cfg.feature_norm else nn.Identity()
+        if cfg.feature_norm:
+            momentum = None if cfg.mode == "linear" else 0.1
+            self.norm_theta = nn.BatchNorm1d(self.frames * d, affine=False, momentum=momentum)
+            self.norm_phi = nn.BatchNorm1d(self.frames * d, affine=False, momentum=momentum)
+        else:
+            self.norm_theta, self.norm_phi = nn.Identity(), nn.Identity()
         self.classifier = nn.Linear(d, cfg.num_classes)
         self.feature_dim = d
         self._apply_mode()
@@ -397,10 +437,21 @@ class ASMaAligner(nn.Module):
     def encode(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.mode == "finetune"):
             ht, hp = self.asma.sequence_features(x, lengths)
+        ht, hp = self.normalize(ht, hp)
         return (self.attn_theta(ht, hp) + self.attn_phi(hp, ht)).mean(dim=1)
 
+    def normalize(self, ht: torch.Tensor, hp: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The ``feature_norm`` standardisation of ``(h^θ, h^φ)`` ``(N, T', D)`` (identity when off)."""
+        if not self.config.feature_norm:
+            return ht, hp
+        if ht.shape[1] != self.frames:
+            raise ValueError(f"h: expected {self.frames} feature frames (num_frames={self.asma.config.num_frames}), "
+                             f"got {ht.shape[1]}")
+        n = ht.shape[0]
+        return (self.norm_theta(ht.reshape(n, -1)).view_as(ht), self.norm_phi(hp.reshape(n, -1)).view_as(hp))
+
     def logits(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.classifier(self.norm(self.encode(x, lengths)))
+        return self.classifier(self.encode(x, lengths))
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
                 labels: Optional[torch.Tensor] = None):
