@@ -83,3 +83,13 @@ def has_op(op: Optional[str], device: torch.device) -> Tuple[bool, str]:
     if device.type not in ("cpu", "cuda"):
         return False, f"fastskel._C has no kernels for device type '{device.type}'"
     return True, ""
+
+
+def forbid_double_backward(backward_op: str) -> None:
+    """Register autograd for the ``_C`` backward op ``fastskel::<backward_op>`` that raises a clear
+    error when differentiated again (the ``_C`` ops give first-order gradients only)."""
+    def _raise(ctx, *grads):
+        raise RuntimeError(f"fastskel::{backward_op}: double backward is not implemented; "
+                           "use backend='torch' for higher-order gradients")
+
+    torch.library.register_autograd(f"fastskel::{backward_op}", _raise, setup_context=lambda ctx, inputs, output: None)

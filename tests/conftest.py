@@ -64,3 +64,42 @@ def class_motion_data(n, classes=4, t=24, v=13, seed=0):
     x = torch.zeros(n, 3, t, v, 2)
     x[..., 0] = pos.permute(0, 3, 1, 2)
     return x, L, y
+
+
+def pretrain_on_class_motion(make_model, method_name, n=256, **data_kw):
+    """Seeded pretraining through the engine on :func:`class_motion_data` (train seed 1, test seed
+    2), one thread. Returns ``(model, init_state_dict, result, train_ds, test_ds)``."""
+    import copy
+
+    from fastskel.data import SkeletonDataset
+    from fastskel.engine.trainer import TrainOptions, Trainer
+
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x, L, y = class_motion_data(n, seed=1, **data_kw)
+        xt, Lt, yt = class_motion_data(n, seed=2, **data_kw)
+        torch.manual_seed(0)
+        model = make_model()
+        init = copy.deepcopy(model.state_dict())
+        opts = TrainOptions(out=None, device="cpu", seed=0, progress=False, tensorboard=False,
+                            handle_signals=False, log_every=8)
+        result = Trainer(model, SkeletonDataset(x, y, L), opts, method_name=method_name).fit()
+        return model, init, result, SkeletonDataset(x, y, L), SkeletonDataset(xt, yt, Lt)
+    finally:
+        torch.set_num_threads(n_threads)
+
+
+def probe_pretrained_vs_random(model, init, train, test):
+    """Linear-probe top-1 of ``model`` and of the same architecture at its initial weights ``init``
+    (same probe, seed 0): ``{"pretrained": …, "random": …}``."""
+    from fastskel.engine.evaluate import extract_features, linear_probe
+
+    random_model = type(model)(model.config)
+    random_model.load_state_dict(init)
+    acc = {}
+    for name, m in (("pretrained", model), ("random", random_model)):
+        ftr, ytr = extract_features(m, train)
+        fte, yte = extract_features(m, test)
+        acc[name] = linear_probe(ftr, ytr, fte, yte, seed=0).top1
+    return acc

@@ -1,13 +1,12 @@
 """AMR and its MAMP baseline (issue #9, SPEC §5): shapes, masking, objectives, gradients, fast paths,
 MAMP checkpoints, and pretraining → linear probe beating a random encoder."""
 import importlib
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import class_motion_data
+from conftest import pretrain_on_class_motion, probe_pretrained_vs_random
 from fastskel.backend import cpp_status, triton_status
 from fastskel.methods import get_method
 from fastskel.methods import amr as amr_mod
@@ -561,27 +560,8 @@ def test_mamp_checkpoint_errors():
 @pytest.fixture(scope="module")
 def pretrain_run():
     """Pretrain a tiny AMR through the engine (seeded), keeping its random initialisation."""
-    import copy
-
-    from fastskel.data import SkeletonDataset
-    from fastskel.engine.trainer import TrainOptions, Trainer
-
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        x, L, y = class_motion_data(256, seed=1)
-        xt, Lt, yt = class_motion_data(256, seed=2)
-        cfg = tiny_amr(num_joints=13, decoder_depth=1, epochs=13, batch_size=16, lr=2e-3, min_lr=1e-4,
-                       warmup_epochs=1)
-        torch.manual_seed(0)
-        model = AMR(cfg)
-        init = copy.deepcopy(model.state_dict())
-        opts = TrainOptions(out=None, device="cpu", seed=0, progress=False, tensorboard=False,
-                            handle_signals=False, log_every=8)
-        result = Trainer(model, SkeletonDataset(x, y, L), opts, method_name="amr").fit()
-        return model, init, result, SkeletonDataset(x, y, L), SkeletonDataset(xt, yt, Lt)
-    finally:
-        torch.set_num_threads(n_threads)
+    cfg = tiny_amr(num_joints=13, decoder_depth=1, epochs=13, batch_size=16, lr=2e-3, min_lr=1e-4, warmup_epochs=1)
+    return pretrain_on_class_motion(lambda: AMR(cfg), "amr")
 
 
 def test_pretraining_loss_decreases(pretrain_run):
@@ -593,14 +573,6 @@ def test_pretraining_loss_decreases(pretrain_run):
 
 
 def test_pretrained_encoder_beats_random_init_on_linear_probe(pretrain_run):
-    from fastskel.engine.evaluate import extract_features, linear_probe
-
     model, init, _, train, test = pretrain_run
-    random_model = AMR(model.config)
-    random_model.load_state_dict(init)
-    acc = {}
-    for name, m in (("pretrained", model), ("random", random_model)):
-        ftr, ytr = extract_features(m, train)
-        fte, yte = extract_features(m, test)
-        acc[name] = linear_probe(ftr, ytr, fte, yte, seed=0).top1
+    acc = probe_pretrained_vs_random(model, init, train, test)
     assert acc["pretrained"] >= acc["random"] + 10.0, acc

@@ -226,3 +226,12 @@ def test_stgcn_backends_agree_without_dropout_and_in_eval():
     ya.sum().backward()
     yb.sum().backward()
     torch.testing.assert_close(xa.grad, xb.grad, atol=1e-5, rtol=1e-4)
+
+
+@needs_c
+def test_double_backward_raises():
+    x, r = _pair((2, 3, 4, 5), torch.float32)
+    y = _run("cpp", x, r, 0.5, True, 1)
+    (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        gx.sum().backward()

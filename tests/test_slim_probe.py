@@ -10,13 +10,11 @@ so the Sinkhorn targets are near-uniform and the head collapses to uniform assig
 EMA starts at 0.9 (from 0.994 the teacher moves < 30 % of the way to the student in 100 steps).
 Data: ``class_motion_data`` of tests/conftest.py (8 classes, NTU-25, 32 frames).
 """
-import copy
 import math
 
 import pytest
-import torch
 
-from conftest import class_motion_data
+from conftest import pretrain_on_class_motion, probe_pretrained_vs_random
 from fastskel.methods.slim import SLiM, SLiMConfig
 
 
@@ -33,23 +31,7 @@ def probe_config(**kw):
 @pytest.fixture(scope="module")
 def pretrain_run():
     """Pretrain a small SLiM through the engine (seeded), keeping its random initialisation."""
-    from fastskel.data import SkeletonDataset
-    from fastskel.engine.trainer import TrainOptions, Trainer
-
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        x, L, y = class_motion_data(256, classes=8, t=32, v=25, seed=1)
-        xt, Lt, yt = class_motion_data(256, classes=8, t=32, v=25, seed=2)
-        torch.manual_seed(0)
-        model = SLiM(probe_config())
-        init = copy.deepcopy(model.state_dict())
-        opts = TrainOptions(out=None, device="cpu", seed=0, progress=False, tensorboard=False,
-                            handle_signals=False, log_every=8)
-        result = Trainer(model, SkeletonDataset(x, y, L), opts, method_name="slim").fit()
-        return model, init, result, SkeletonDataset(x, y, L), SkeletonDataset(xt, yt, Lt)
-    finally:
-        torch.set_num_threads(n_threads)
+    return pretrain_on_class_motion(lambda: SLiM(probe_config()), "slim", classes=8, t=32, v=25)
 
 
 def test_pretraining_runs_the_full_schedule(pretrain_run):
@@ -60,15 +42,7 @@ def test_pretraining_runs_the_full_schedule(pretrain_run):
 
 
 def test_pretrained_encoder_beats_random_init_on_linear_probe(pretrain_run):
-    from fastskel.engine.evaluate import extract_features, linear_probe
-
     model, init, _, train, test = pretrain_run
-    random_model = SLiM(model.config)
-    random_model.load_state_dict(init)
-    acc = {}
-    for name, m in (("pretrained", model), ("random", random_model)):
-        ftr, ytr = extract_features(m, train)
-        fte, yte = extract_features(m, test)
-        acc[name] = linear_probe(ftr, ytr, fte, yte, seed=0).top1
+    acc = probe_pretrained_vs_random(model, init, train, test)
     print(f"SLiM linear probe top-1: {acc}")
     assert acc["pretrained"] >= acc["random"] + 10.0, acc

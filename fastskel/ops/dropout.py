@@ -58,12 +58,7 @@ def _register() -> None:
 
     torch.library.register_autograd("fastskel::dropout_add_relu", backward, setup_context=setup_context)
 
-    def _no_double_backward(ctx, *grads):
-        raise RuntimeError("fastskel::dropout_add_relu_backward: double backward is not implemented; "
-                           "use backend='torch' for higher-order gradients")
-
-    torch.library.register_autograd("fastskel::dropout_add_relu_backward", _no_double_backward,
-                                    setup_context=lambda ctx, inputs, output: None)
+    _ext.forbid_double_backward("dropout_add_relu_backward")
 
 
 if _HAS_OPS:

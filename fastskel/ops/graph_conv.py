@@ -54,12 +54,7 @@ def _register() -> None:
 
     torch.library.register_autograd("fastskel::graph_conv", backward, setup_context=setup_context)
 
-    def _no_double_backward(ctx, *grads):
-        raise RuntimeError("fastskel::graph_conv_backward: double backward is not implemented; "
-                           "use backend='torch' for higher-order gradients")
-
-    torch.library.register_autograd("fastskel::graph_conv_backward", _no_double_backward,
-                                    setup_context=lambda ctx, inputs, output: None)
+    _ext.forbid_double_backward("graph_conv_backward")
 
 
 if _HAS_OPS:
