@@ -48,17 +48,29 @@ inline uint64_t read_seed(const at::Tensor& seed) {
   return static_cast<uint64_t>(seed.item<int64_t>());
 }
 
+// The keep mask of one call: seed, threshold, p (p == 0 keeps every element).
+struct Mask {
+  uint64_t seed;
+  uint32_t thresh;
+  bool keep_all;
+  double p;
+};
+
+inline Mask make_mask(double p, const at::Tensor& seed) { return {read_seed(seed), keep_threshold(p), p == 0.0, p}; }
+
 // m[j] = 1 if element begin + j is kept, else 0, for j < len <= kBlock.
 //   u_i = mix32(mix32(lo32(i) ^ k0) + k1 + hi32(i) * 0x9E3779B9),  (k0, k1) = (lo32, hi32) of the seed.
 // 32-bit lanes and branch-free, so the loop vectorises; compiled for AVX2 too and picked at run time.
 constexpr int64_t kBlock = 1024;
 
 __attribute__((target_clones("avx2", "default")))
-void keep_flags(uint64_t seed, uint32_t thresh, bool keep_all, int64_t begin, int64_t len, float* m) {
+void keep_flags(const Mask& mask, int64_t begin, int64_t len, float* m) {
+  const uint64_t seed = mask.seed;
+  const uint32_t thresh = mask.thresh;
   const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   const uint32_t lo = static_cast<uint32_t>(begin);
   const uint32_t hi_term = k1 + static_cast<uint32_t>(static_cast<uint64_t>(begin) >> 32) * 0x9E3779B9U;
-  if (keep_all) {
+  if (mask.keep_all) {
     for (int64_t j = 0; j < len; ++j) m[j] = 1.0f;
     return;
   }
@@ -84,13 +96,13 @@ void check_args(const at::Tensor& x, const c10::optional<at::Tensor>& residual, 
 // One pass over [b, e): y = act(x * m * scale + r). Template flags keep the inner loops branch-free.
 template <typename scalar_t, bool RELU, bool RES>
 void forward_range(const scalar_t* __restrict__ xp, const scalar_t* __restrict__ rp, scalar_t* __restrict__ yp,
-                   uint64_t seed, uint32_t thresh, bool keep_all, double p, int64_t b, int64_t e) {
+                   const Mask& mask, int64_t b, int64_t e) {
   using acc_t = at::opmath_type<scalar_t>;
-  const acc_t scale = static_cast<acc_t>(1.0 / (1.0 - p));
+  const acc_t scale = static_cast<acc_t>(1.0 / (1.0 - mask.p));
   float m[kBlock];
   for (int64_t c0 = b; c0 < e; c0 += kBlock) {
     const int64_t len = std::min(kBlock - (c0 % kBlock), e - c0);
-    keep_flags(seed, thresh, keep_all, c0, len, m);
+    keep_flags(mask, c0, len, m);
     for (int64_t j = 0; j < len; ++j) {
       acc_t v = static_cast<acc_t>(xp[c0 + j]) * static_cast<acc_t>(m[j]) * scale;
       if (RES) v += static_cast<acc_t>(rp[c0 + j]);
@@ -103,14 +115,13 @@ void forward_range(const scalar_t* __restrict__ xp, const scalar_t* __restrict__
 // g_pre = RELU ? g * [y > 0] : g;  gr = g_pre (RES);  gx = g_pre * m * scale.
 template <typename scalar_t, bool RELU, bool RES>
 void backward_range(const scalar_t* __restrict__ gp, const scalar_t* __restrict__ op, scalar_t* __restrict__ gxp,
-                    scalar_t* __restrict__ grp, uint64_t seed, uint32_t thresh, bool keep_all, double p, int64_t b,
-                    int64_t e) {
+                    scalar_t* __restrict__ grp, const Mask& mask, int64_t b, int64_t e) {
   using acc_t = at::opmath_type<scalar_t>;
-  const acc_t scale = static_cast<acc_t>(1.0 / (1.0 - p));
+  const acc_t scale = static_cast<acc_t>(1.0 / (1.0 - mask.p));
   float m[kBlock];
   for (int64_t c0 = b; c0 < e; c0 += kBlock) {
     const int64_t len = std::min(kBlock - (c0 % kBlock), e - c0);
-    keep_flags(seed, thresh, keep_all, c0, len, m);
+    keep_flags(mask, c0, len, m);
     for (int64_t j = 0; j < len; ++j) {
       acc_t v = static_cast<acc_t>(gp[c0 + j]);
       if (RELU) v = static_cast<acc_t>(op[c0 + j]) > acc_t(0) ? v : acc_t(0);
@@ -135,17 +146,14 @@ at::Tensor dropout_add_relu_cpu(const at::Tensor& x_, const c10::optional<at::Te
   const bool has_res = residual_.has_value() && residual_->defined();
   const at::Tensor res = has_res ? residual_->contiguous() : at::Tensor();
   at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
-  const uint64_t seed = read_seed(seed_);
-  const uint32_t thresh = keep_threshold(p);
-  const bool keep_all = p == 0.0;
+  const Mask mask = make_mask(p, seed_);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dropout_add_relu_cpu", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     const scalar_t* rp = has_res ? res.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     dispatch_flags(relu, has_res, [&](auto RELU, auto RES) {
       at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) {
-        forward_range<scalar_t, decltype(RELU)::value, decltype(RES)::value>(xp, rp, yp, seed, thresh, keep_all, p,
-                                                                             b, e);
+        forward_range<scalar_t, decltype(RELU)::value, decltype(RES)::value>(xp, rp, yp, mask, b, e);
       });
     });
   });
@@ -162,9 +170,7 @@ std::tuple<at::Tensor, at::Tensor> dropout_add_relu_backward_cpu(const at::Tenso
   const at::Tensor out = relu ? out_.to(g.scalar_type()).contiguous() : at::Tensor();
   at::Tensor gx = at::empty_like(g, at::MemoryFormat::Contiguous);
   at::Tensor gr = has_residual ? at::empty_like(g, at::MemoryFormat::Contiguous) : g.new_empty({0});
-  const uint64_t seed = read_seed(seed_);
-  const uint32_t thresh = keep_threshold(p);
-  const bool keep_all = p == 0.0;
+  const Mask mask = make_mask(p, seed_);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "dropout_add_relu_backward_cpu", [&] {
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
     const scalar_t* op = relu ? out.const_data_ptr<scalar_t>() : nullptr;
@@ -172,8 +178,7 @@ std::tuple<at::Tensor, at::Tensor> dropout_add_relu_backward_cpu(const at::Tenso
     scalar_t* grp = has_residual ? gr.mutable_data_ptr<scalar_t>() : nullptr;
     dispatch_flags(relu, has_residual, [&](auto RELU, auto RES) {
       at::parallel_for(0, g.numel(), kGrain, [&](int64_t b, int64_t e) {
-        backward_range<scalar_t, decltype(RELU)::value, decltype(RES)::value>(gp, op, gxp, grp, seed, thresh,
-                                                                              keep_all, p, b, e);
+        backward_range<scalar_t, decltype(RELU)::value, decltype(RES)::value>(gp, op, gxp, grp, mask, b, e);
       });
     });
   });
