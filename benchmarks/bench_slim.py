@@ -3,8 +3,9 @@ heads (time and peak memory), the prototype objectives alone, and RoPE attention
 reference.
 
 Shapes: the paper model (ViT 8×256, K = 65,536, T = 64 → 205 tokens) with batch 128 actions × 2
-bodies on CUDA; on CPU the same model with batch 2 (a batch-128 step with the materialised heads
-needs ~50 GB and minutes per step on a CPU); ``FASTSKEL_BENCH_SMALL=1``: a tiny model (CI smoke).
+bodies on CUDA; on CPU the same model with batch ``FASTSKEL_SLIM_CPU_BATCH`` (default 8: a
+batch-128 step with the materialised heads needs ~50 GB and minutes per step on a CPU; at batch 8
+the materialised step peaks near 10 GB); ``FASTSKEL_BENCH_SMALL=1``: a tiny model (CI smoke).
 
 Peak memory (after one warm-up step): CUDA ``torch.cuda.max_memory_allocated`` over the step
 minus the memory allocated before it; CPU the process's peak RSS during the step (``VmHWM``, reset
@@ -26,7 +27,7 @@ import torch
 
 SMALL = os.environ.get("FASTSKEL_BENCH_SMALL", "0") == "1"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-STEP_BATCH = 128 if DEVICE == "cuda" else 2
+STEP_BATCH = 128 if DEVICE == "cuda" else int(os.environ.get("FASTSKEL_SLIM_CPU_BATCH", "8"))
 
 
 def _config(small: bool, impl: str):
@@ -166,7 +167,9 @@ def test_slim_step_peak_memory(benchmark):
         batch=STEP_BATCH, device=DEVICE, small=SMALL, method=res["chunked"]["method"],
         chunked_peak_MiB=res["chunked"]["peak_bytes"] / 2**20, reference_peak_MiB=res["reference"]["peak_bytes"] / 2**20,
         peak_ratio=ratio, chunked_step_s=res["chunked"]["seconds"], reference_step_s=res["reference"]["seconds"]))
-    if not SMALL and DEVICE == "cuda":     # the issue's criterion is the batch-128 GPU step
+    # the issue's criterion (≤ 50 %) is stated for the batch-128 step; on a CPU it holds from batch 8
+    # (at batch 2 the heads' share is smaller: 0.52 measured)
+    if not SMALL and (DEVICE == "cuda" or STEP_BATCH >= 8):
         assert ratio <= 0.5, res
 
 
