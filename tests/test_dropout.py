@@ -235,3 +235,19 @@ def test_double_backward_raises():
     (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward"):
         gx.sum().backward()
+
+
+def test_fused_tail_follows_the_module_backend():
+    from fastskel.backend import set_backend
+    from fastskel.ops.dropout import fused_tail_available
+
+    cpu = torch.device("cpu")
+    assert not fused_tail_available("torch", cpu)
+    assert fused_tail_available("auto", cpu) == HAS_C
+    assert fused_tail_available("cpp", cpu) == HAS_C        # explicit cpp: the tail joins in
+    assert not fused_tail_available("cpp", torch.device("cuda"))   # CPU-only kernel: never raises
+    try:
+        set_backend("torch")
+        assert not fused_tail_available(None, cpu)
+    finally:
+        set_backend(None)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from fastskel.graph import SkeletonGraph
-from fastskel.ops.dropout import dropout_add_relu, resolve_backend as _tail_backend
+from fastskel.ops.dropout import dropout_add_relu, fused_tail_available
 from .graph_conv import GraphConv
 
 __all__ = ["STGCN", "STGCNBlock", "stgcn_schedule"]
@@ -42,9 +42,10 @@ class STGCNBlock(nn.Module):
         dropout: dropout after the temporal conv.
         residual: whether the block has a residual connection.
         backend: backend of the graph convolution and of the block tail
-            ``ReLU(Dropout(·) + residual)``: where :func:`fastskel.ops.dropout_add_relu` resolves to
-            ``_C`` (CPU) the tail is that one fused pass (its own counter-based random stream);
-            elsewhere ("torch", CUDA) st-gcn's ``Dropout``, ``+`` and ``ReLU`` modules run.
+            ``ReLU(Dropout(·) + residual)``: unless the backend is "torch", where ``_C`` has
+            :func:`fastskel.ops.dropout_add_relu` (CPU) the tail is that one fused pass (its own
+            counter-based random stream); elsewhere ("torch", CUDA) st-gcn's ``Dropout``, ``+``
+            and ``ReLU`` modules run.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Tuple[int, int] = (9, 3), stride: int = 1,
@@ -86,7 +87,7 @@ class STGCNBlock(nn.Module):
         y, A = self.gcn(x, A)
         bn1, relu1, conv, bn2, drop = self.tcn
         y = bn2(conv(relu1(bn1(y))))
-        if _tail_backend(self.backend, y.device) == "cpp":
+        if fused_tail_available(self.backend, y.device):
             return dropout_add_relu(y, res, drop.p, self.training, relu=True, backend="cpp"), A
         y = drop(y)
         if res is not None:

@@ -26,11 +26,11 @@ from typing import Optional
 import torch
 
 from fastskel import _ext
-from fastskel.backend import resolve
+from fastskel.backend import get_backend, resolve
 from . import _checks as chk
 from . import reference
 
-__all__ = ["dropout_add_relu", "resolve_backend"]
+__all__ = ["dropout_add_relu", "fused_tail_available", "resolve_backend"]
 
 IMPLEMENTED = ("cpp", "torch")
 _HAS_OPS = _ext.has_op("dropout_add_relu", torch.device("cpu"))[0]
@@ -69,6 +69,16 @@ if _HAS_OPS:
 def resolve_backend(backend: Optional[str], device: torch.device) -> str:
     """"cpp" or "torch": which implementation :func:`dropout_add_relu` runs on ``device``."""
     return resolve("dropout_add_relu", backend, device, IMPLEMENTED)
+
+
+@torch.compiler.assume_constant_result
+def fused_tail_available(backend: Optional[str], device: torch.device) -> bool:
+    """Whether a module whose ops follow ``backend`` (None = process default) should run its
+    dropout tail on the ``_C`` kernel: not when that backend is "torch" (the reference modules), and
+    only where ``_C`` has the kernel (CPU). Never raises: an explicit "cpp"/"triton" for the other
+    ops of the module does not require this one."""
+    name = backend if backend is not None else get_backend()
+    return name != "torch" and resolve("dropout_add_relu", "auto", device, IMPLEMENTED) == "cpp"
 
 
 def _seed(generator: Optional[torch.Generator]) -> torch.Tensor:
