@@ -93,23 +93,31 @@ void check_args(const at::Tensor& x, const c10::optional<at::Tensor>& residual, 
   }
 }
 
+// Calls f(c0, len, m) for the kBlock-aligned pieces [c0, c0 + len) of [b, e) with their keep flags m.
+template <typename F>
+inline void for_each_block(const Mask& mask, int64_t b, int64_t e, F&& f) {
+  float m[kBlock];
+  for (int64_t c0 = b; c0 < e; c0 += kBlock) {
+    const int64_t len = std::min(kBlock - (c0 % kBlock), e - c0);
+    keep_flags(mask, c0, len, m);
+    f(c0, len, m);
+  }
+}
+
 // One pass over [b, e): y = act(x * m * scale + r). Template flags keep the inner loops branch-free.
 template <typename scalar_t, bool RELU, bool RES>
 void forward_range(const scalar_t* __restrict__ xp, const scalar_t* __restrict__ rp, scalar_t* __restrict__ yp,
                    const Mask& mask, int64_t b, int64_t e) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t scale = static_cast<acc_t>(1.0 / (1.0 - mask.p));
-  float m[kBlock];
-  for (int64_t c0 = b; c0 < e; c0 += kBlock) {
-    const int64_t len = std::min(kBlock - (c0 % kBlock), e - c0);
-    keep_flags(mask, c0, len, m);
+  for_each_block(mask, b, e, [&](int64_t c0, int64_t len, const float* m) {
     for (int64_t j = 0; j < len; ++j) {
       acc_t v = static_cast<acc_t>(xp[c0 + j]) * static_cast<acc_t>(m[j]) * scale;
       if (RES) v += static_cast<acc_t>(rp[c0 + j]);
       if (RELU) v = v > acc_t(0) ? v : acc_t(0);
       yp[c0 + j] = static_cast<scalar_t>(v);
     }
-  }
+  });
 }
 
 // g_pre = RELU ? g * [y > 0] : g;  gr = g_pre (RES);  gx = g_pre * m * scale.
@@ -118,17 +126,14 @@ void backward_range(const scalar_t* __restrict__ gp, const scalar_t* __restrict_
                     scalar_t* __restrict__ grp, const Mask& mask, int64_t b, int64_t e) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t scale = static_cast<acc_t>(1.0 / (1.0 - mask.p));
-  float m[kBlock];
-  for (int64_t c0 = b; c0 < e; c0 += kBlock) {
-    const int64_t len = std::min(kBlock - (c0 % kBlock), e - c0);
-    keep_flags(mask, c0, len, m);
+  for_each_block(mask, b, e, [&](int64_t c0, int64_t len, const float* m) {
     for (int64_t j = 0; j < len; ++j) {
       acc_t v = static_cast<acc_t>(gp[c0 + j]);
       if (RELU) v = static_cast<acc_t>(op[c0 + j]) > acc_t(0) ? v : acc_t(0);
       if (RES) grp[c0 + j] = static_cast<scalar_t>(v);
       gxp[c0 + j] = static_cast<scalar_t>(v * static_cast<acc_t>(m[j]) * scale);
     }
-  }
+  });
 }
 
 template <typename F>
