@@ -3,8 +3,8 @@
 //   y = act(x * m / (1 - p) + residual),   m_i = [u_i < (1 - p) * 2^32],   act = ReLU or identity
 //
 // st-gcn's block tail (Dropout -> + residual -> ReLU) in one pass. The keep mask is never stored:
-// u_i is a counter-based random number, the 32-bit half (i & 1) of splitmix64 output number
-// floor(i / 2) of the stream seeded by `seed` (Steele, Lea & Flood 2014), so any thread can compute
+// u_i is a counter-based random number, a keyed hash of the element index i (two rounds of
+// Wellons' lowbias32 mixer, keyed by the 64-bit `seed`; see keep_flags), so any thread can compute
 // any element, the result does not depend on the number of threads, and the backward regenerates
 // the mask from the seed:
 //   g_pre = ReLU ? grad * [y > 0] : grad;   grad_residual = g_pre;   grad_x = g_pre * m / (1 - p).

@@ -2,8 +2,8 @@
 ``torch.ops.fastskel.dropout_add_relu``.
 
 ``y = act(x·m/(1−p) + residual)``, ``act`` = ReLU (or identity with ``relu=False``), ``m`` a keep
-mask with ``P(m_i = 1) = 1 − p`` drawn by a counter-based generator (splitmix64 of the element
-index, :func:`fastskel.ops.reference.dropout_keep_mask`) from one 64-bit seed taken from
+mask with ``P(m_i = 1) = 1 − p`` drawn by a counter-based generator (a keyed 32-bit hash of the
+element index, :func:`fastskel.ops.reference.dropout_keep_mask`) from one 64-bit seed taken from
 ``generator`` (or torch's default generator, so ``torch.manual_seed`` and the engine's RNG state
 make it reproducible). The backward regenerates ``m`` from the seed: nothing but the output is
 saved, and one pass computes the forward (``torch`` needs a Bernoulli draw, a multiply, an add
