@@ -2,6 +2,7 @@
 kernel (``fastskel.kernels``), the ``fastskel._C`` extension or the reference in
 :mod:`fastskel.ops.reference`, by ``backend=`` or the process default (:mod:`fastskel.backend`)."""
 from . import reference
+from ._checks import data_checks_enabled, skip_data_checks
 from .attention import attention
 from .barlow import barlow_twins_loss
 from .dropout import dropout_add_relu
@@ -14,7 +15,7 @@ from .prototype import SinkhornTargets, prototype_cross_entropy, sinkhorn_knopp
 from .reference import Rope
 
 __all__ = [
-    "Rope", "SinkhornTargets", "attention", "barlow_twins_loss", "degree_joint_mask", "dropout_add_relu", "focal_reconstruction_loss",
+    "Rope", "SinkhornTargets", "attention", "data_checks_enabled", "skip_data_checks", "barlow_twins_loss", "degree_joint_mask", "dropout_add_relu", "focal_reconstruction_loss",
     "frame_motion", "graph_conv", "motion_energy_weights", "motion_frame_mask", "patchify",
     "prototype_cross_entropy", "reference", "sinkhorn_knopp", "unpatchify",
 ]

@@ -1,14 +1,39 @@
 """Argument checks shared by the public ops: clear ``TypeError``/``ValueError`` naming the argument,
 the expectation and what was given (SPEC §2).
 
-Data-dependent checks (finite values, ``k`` against valid lengths) synchronise with the device;
-they are skipped while ``torch.compile`` traces, where they would break the graph.
+Data-dependent checks (finite values, ``lengths``/``index`` ranges, ``k`` against valid lengths)
+synchronise with the device; they are skipped while ``torch.compile`` traces, where they would break
+the graph, and inside :func:`skip_data_checks` (the internal fast path of the training loops).
+Structural checks (type, rank, shape, dtype, device) always run.
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+import contextlib
+import threading
+from typing import Iterable, Iterator, Optional
 
 import torch
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def skip_data_checks() -> Iterator[None]:
+    """Within this block (this thread only) the public ops skip their data-dependent checks, the
+    ones that read tensor values back to the host (NaN/inf scans, value ranges of ``lengths`` and
+    ``index``, ``k`` against the shortest valid length). Nests; shape/dtype/device checks still run.
+    Invalid values then give unspecified results instead of a ``ValueError``."""
+    depth = getattr(_state, "skip", 0)
+    _state.skip = depth + 1
+    try:
+        yield
+    finally:
+        _state.skip = depth
+
+
+def data_checks_enabled() -> bool:
+    """False while tracing with ``torch.compile`` or inside :func:`skip_data_checks`."""
+    return not (getattr(_state, "skip", 0) or torch.compiler.is_compiling())
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
@@ -54,8 +79,9 @@ def lengths(lengths, x: torch.Tensor, name: str = "lengths") -> Optional[torch.T
         raise TypeError(f"{name}: expected an integer dtype, got {lengths.dtype}")
     if lengths.shape != (n,):
         raise ValueError(f"{name}: expected shape ({n},) to match x, got {tuple(lengths.shape)}")
-    lengths = lengths.to(device=x.device, dtype=torch.int64)
-    if not compiling() and n > 0:
+    # contiguous: the kernels read lengths[n] at offset n (a strided view would be misread)
+    lengths = lengths.to(device=x.device, dtype=torch.int64).contiguous()
+    if data_checks_enabled() and n > 0:
         lo, hi = int(lengths.min()), int(lengths.max())
         if lo < 0 or hi > t:
             raise ValueError(f"{name}: expected values in [0, T={t}], got min {lo}, max {hi}")
@@ -76,7 +102,7 @@ def integer(v, name: str, lo: int, hi: Optional[int] = None, what: str = "") -> 
 
 
 def finite(x: torch.Tensor, name: str, why: str) -> None:
-    if not compiling() and not bool(torch.isfinite(x).all()):
+    if data_checks_enabled() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name}: expected finite values ({why}), got NaN or inf")
 
 

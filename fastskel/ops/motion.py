@@ -57,7 +57,7 @@ def motion_frame_mask(x: torch.Tensor, k: int, largest: bool = True,
     k = chk.integer(k, "k", 0, t - 1, what=f"(below T={t})")
     if not isinstance(largest, bool):
         raise TypeError(f"largest: expected a bool, got {type(largest).__name__}")
-    if L is not None and k > 0 and not chk.compiling():
+    if L is not None and k > 0 and chk.data_checks_enabled():
         short = int(L.min())
         if k >= short:
             raise ValueError(f"k: expected k < every valid length (k frames masked, at least one kept), "

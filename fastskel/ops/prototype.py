@@ -208,14 +208,16 @@ def _sinkhorn(z: torch.Tensor, w: torch.Tensor, temp: float, n_iters: int, chunk
     n, k = z.shape[0], w.shape[0]
     f32 = dict(device=z.device, dtype=torch.float32)
     world = distributed and _world()
-    total = torch.tensor(float(n), **f32)
-    if world:
-        dist.all_reduce(total)
+    total = float(n)
+    if world:                                   # the global row count (the only host read-back)
+        t = torch.tensor(total, **f32)
+        dist.all_reduce(t)
+        total = float(t)
     row = torch.zeros((n,), **f32)
     col = torch.zeros((k,), **f32)
-    if float(total) == 0.0:
+    if total == 0.0:
         return row, col
-    log_b, log_k = math.log(float(total)), math.log(k)
+    log_b, log_k = math.log(total), math.log(k)
     for _ in range(n_iters):
         rm = torch.full((n,), float("-inf"), **f32)
         rl = torch.zeros((n,), **f32)
@@ -334,7 +336,7 @@ def prototype_cross_entropy(z: torch.Tensor, prototypes: torch.Tensor,
         if index.shape[0] != n:
             raise ValueError(f"index: expected shape ({n},) to match z, got {tuple(index.shape)}")
         chk.same_device("index", index, z, "z")
-        if not chk.compiling() and n and (int(index.min()) < 0 or int(index.max()) >= n_t):
+        if chk.data_checks_enabled() and n and (int(index.min()) < 0 or int(index.max()) >= n_t):
             raise ValueError(f"index: expected values in [0, {n_t}), got [{int(index.min())}, {int(index.max())}]")
         index = index.long()
     elif n_t != n:
