@@ -26,7 +26,7 @@ def extensions():
     use_cuda = bool(torch.version.cuda) and CUDA_HOME is not None and not force_cpu and bool(cuda_sources)
     cxx = ["-O3", "-std=c++17", "-fvisibility=hidden"]
     if use_cuda:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")  # +PTX: newer GPUs JIT the sm_90 PTX
         ext = CUDAExtension(
             "fastskel._C", sources + cuda_sources,
             define_macros=[("WITH_CUDA", None)],

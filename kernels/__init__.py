@@ -20,6 +20,19 @@ except Exception as exc:  # ImportError, or a broken install raising anything el
 
 
 
+def device_guard(t):
+    """Context for a launch on ``t``'s device: Triton launches on the *current* CUDA device, so
+    without it a tensor on ``cuda:1`` would be launched on GPU 0 with GPU 1 pointers. A no-op for
+    CPU tensors (interpreter) and while ``torch.compile`` traces (Inductor emits its own guards)."""
+    import contextlib
+
+    import torch
+
+    if t.device.type != "cuda" or torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    return torch.cuda.device(t.device)
+
+
 def register_op(name: str, launcher, fake):
     """Register a Triton launcher as ``torch.ops.fastskel.<name>`` (same schema either way).
 
@@ -38,4 +51,4 @@ def register_op(name: str, launcher, fake):
     return torch.library.triton_op(qualname, launcher, mutates_args=())
 
 
-__all__ = ["HAS_TRITON", "IMPORT_ERROR", "INTERPRET", "register_op"]
+__all__ = ["HAS_TRITON", "IMPORT_ERROR", "INTERPRET", "device_guard", "register_op"]

@@ -45,7 +45,8 @@ Limitations (honest list):
   q, k are rounded to the input dtype before the matmul (bf16/fp16), so results differ from the
   fp32 reference by that rounding. Positions are per token, shared by batch and heads.
 - no double backward (the backward op has no autograd formula).
-- offsets are 32-bit: each tensor must hold fewer than 2³¹ elements.
+- the (batch, head) base offsets are 64-bit; offsets within one (batch, head) slice are 32-bit, so
+  ``L · stride(2)`` of each tensor must stay below 2³¹ (checked: a clear ``ValueError``).
 - configurations are autotuned on CUDA on first use of each shape (a few seconds of compiling).
 - under the interpreter, bf16 dots are computed from fp32-upcast tiles (the Triton 3.x interpreter
   multiplies bf16 bit patterns otherwise); the rounding of P and dS to bf16 is kept.
@@ -67,7 +68,7 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from fastskel.kernels import INTERPRET, register_op
+from fastskel.kernels import INTERPRET, device_guard, register_op
 
 __all__ = ["AttentionFunction", "DTYPES", "HEAD_DIMS", "attention", "attention_bwd", "attention_fwd", "inv_freq",
            "unsupported"]
@@ -114,7 +115,7 @@ def _key_keep(MASK, b, smb, offs_n, n_valid, HAS_MASK: tl.constexpr):
 @triton.jit
 def _attn_fwd(Q, K, V, O, LSE, MASK, QPOS, KPOS, INVF, qk_scale,
               sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, smb,
-              B, H, Lq, Lk,
+              B, H, Lq, Lk, BH_BUCKET,
               D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PAIRS: tl.constexpr,
               HAS_MASK: tl.constexpr, HAS_ROPE: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
     pid_p = tl.program_id(0)
@@ -131,7 +132,7 @@ def _attn_fwd(Q, K, V, O, LSE, MASK, QPOS, KPOS, INVF, qk_scale,
     n_pairs = tl.minimum(PAIRS, B * H - first)
     for i in range(0, n_pairs):
         pair = first + i
-        h = pair // B
+        h = (pair // B).to(tl.int64)            # 64-bit: b · stride may pass 2³¹
         b = pair - h * B
         q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
                     mask=m_valid[:, None], other=0.0)
@@ -174,7 +175,7 @@ def _attn_fwd(Q, K, V, O, LSE, MASK, QPOS, KPOS, INVF, qk_scale,
 def _attn_bwd_fused(Q, K, V, O, DO, LSE, DQ, DK, DV, MASK, QPOS, KPOS, INVF, qk_scale, scale,
                     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, sdob, sdoh, sdom,
                     sdqb, sdqh, sdqm, sdkb, sdkh, sdkn, sdvb, sdvh, sdvn, smb,
-                    B, H, Lq, Lk,
+                    B, H, Lq, Lk, BH_BUCKET,
                     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PAIRS: tl.constexpr,
                     HAS_MASK: tl.constexpr, HAS_ROPE: tl.constexpr, Q_BCAST: tl.constexpr,
                     DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
@@ -191,7 +192,7 @@ def _attn_bwd_fused(Q, K, V, O, DO, LSE, DQ, DK, DV, MASK, QPOS, KPOS, INVF, qk_
     n_pairs = tl.minimum(PAIRS, B * H - first)
     for i in range(0, n_pairs):
         pair = first + i
-        h = pair // B
+        h = (pair // B).to(tl.int64)            # 64-bit: b · stride may pass 2³¹
         b = pair - h * B
         k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=n_valid[:, None], other=0.0)
         if HAS_ROPE:
@@ -240,7 +241,7 @@ def _attn_bwd_fused(Q, K, V, O, DO, LSE, DQ, DK, DV, MASK, QPOS, KPOS, INVF, qk_
 def _attn_bwd_delta(O, DO, DELTA, sob, soh, som, sdob, sdoh, sdom, B, H, Lq,
                     D: tl.constexpr, BLOCK_M: tl.constexpr):
     pair = tl.program_id(0)
-    h = pair // B
+    h = (pair // B).to(tl.int64)                # 64-bit: b · stride may pass 2³¹
     b = pair - h * B
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D)
@@ -254,7 +255,7 @@ def _attn_bwd_delta(O, DO, DELTA, sob, soh, som, sdob, sdoh, sdom, B, H, Lq,
 def _attn_bwd_tiled(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, MASK, QPOS, KPOS, INVF, qk_scale, scale,
                     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom,
                     sdqb, sdqh, sdqm, sdkb, sdkh, sdkn, sdvb, sdvh, sdvn, smb,
-                    B, H, Lq, Lk,
+                    B, H, Lq, Lk, BH_BUCKET,
                     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     HAS_MASK: tl.constexpr, HAS_ROPE: tl.constexpr, Q_BCAST: tl.constexpr,
                     DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
@@ -262,7 +263,7 @@ def _attn_bwd_tiled(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, MASK, QPOS, KPOS, INVF,
     blk = tl.program_id(1)
     HALF: tl.constexpr = D // 2
     dt = Q.dtype.element_ty
-    h = pair // B
+    h = (pair // B).to(tl.int64)                # 64-bit: b · stride may pass 2³¹
     b = pair - h * B
     row0 = (b * H + h) * Lq
     offs_d = tl.arange(0, D)
@@ -368,6 +369,8 @@ def _fwd_space(lq: int, lk: int, d: int) -> List[dict]:
     for m, n, g, s in itertools.product(bms, bns, pairs, stages):
         size = m * n * max(d, 32) // 32
         warps = [8] if size >= 128 * 128 else ([4, 8] if size >= 64 * 64 else [4, 2])
+        if pn > 128 and warps == [4, 8]:   # long keys (SLiM 205): 4 warps spill on sm_80 in bf16
+            warps = [8, 4]
         out += [dict(BLOCK_M=m, BLOCK_N=n, PAIRS=g, num_warps=w, num_stages=s) for w in warps]
     return out
 
@@ -388,6 +391,11 @@ def _bwd_tiled_space(lq: int, lk: int, d: int) -> List[dict]:
     else:
         cands = [(32, 64, 8, 2), (32, 64, 4, 2), (32, 64, 8, 3)]
     return [dict(BLOCK_M=m, BLOCK_N=n, num_warps=w, num_stages=s) for m, n, w, s in cands]
+
+
+def _bucket(n: int) -> int:
+    """The autotune key's B·H: the next power of two (unused by the kernels' arithmetic)."""
+    return triton.next_power_of_2(max(int(n), 1))
 
 
 def _key(c: dict) -> tuple:
@@ -422,7 +430,7 @@ def _autotune(kernel, space_fn, key, reset=None):  # pragma: no cover - CUDA onl
                            prune_configs_by={"early_config_prune": _pruner(space_fn)})(kernel)
 
 
-_KEY = ["Lq", "Lk", "B", "H", "D", "HAS_MASK", "HAS_ROPE"]
+_KEY = ["Lq", "Lk", "BH_BUCKET", "D", "HAS_MASK", "HAS_ROPE"]   # B·H bucketed: AMR's B varies per batch
 if INTERPRET:
     _fwd_tuned = _bwd_fused_tuned = _bwd_tiled_tuned = None
 else:  # pragma: no cover - CUDA only
@@ -451,7 +459,7 @@ def _launch(name, raw, tuned, space, grid, args, kwargs, traced):
     if traced:  # pragma: no cover - CUDA only
         wrap_triton(tuned)[grid](*args, **kwargs)
         return
-    key = (name, args[0].dtype, *args[-4:], *sorted(kwargs.items()))   # dtype, B, H, Lq, Lk, flags
+    key = (name, args[0].dtype, *args[-3:], *sorted(kwargs.items()))   # dtype, Lq, Lk, B·H bucket, flags
     cfg = _BEST.get(key)
     if cfg is None:  # pragma: no cover - CUDA only
         tuned[grid](*args, **kwargs)
@@ -488,20 +496,21 @@ def _mask_arg(mask: Optional[torch.Tensor], q: torch.Tensor):
 
 
 def _fwd_impl(q, k, v, key_padding_mask, q_pos, k_pos, inv_freq_, scale, traced=True):
-    bq, h, lq, d = q.shape
-    b, _, lk, _ = k.shape
-    q, k, v = _last_contig(q), _last_contig(k), _last_contig(v)
-    o = _bhld_like(b, h, lq, d, q)
-    lse = torch.empty((b, h, lq), dtype=torch.float32, device=q.device)
-    mask, smb = _mask_arg(key_padding_mask, q)
-    rope = q_pos is not None
-    qs = (0,) + _s3(q)[1:] if bq == 1 else _s3(q)
-    args = (q, k, v, o, lse, mask, q_pos if rope else q, k_pos if rope else q, inv_freq_ if rope else q,
-            scale * math.log2(math.e), *qs, *_s3(k), *_s3(v), *_s3(o), smb, b, h, lq, lk)
-    kw = dict(D=d, HAS_MASK=key_padding_mask is not None, HAS_ROPE=rope, **_flags(q))
-    grid = lambda meta: (triton.cdiv(b * h, meta["PAIRS"]), triton.cdiv(lq, meta["BLOCK_M"]))  # noqa: E731
-    _launch("fwd", _attn_fwd, _fwd_tuned, _fwd_space(lq, lk, d), grid, args, kw, traced)
-    return o, lse
+    with device_guard(q):
+        bq, h, lq, d = q.shape
+        b, _, lk, _ = k.shape
+        q, k, v = _last_contig(q), _last_contig(k), _last_contig(v)
+        o = _bhld_like(b, h, lq, d, q)
+        lse = torch.empty((b, h, lq), dtype=torch.float32, device=q.device)
+        mask, smb = _mask_arg(key_padding_mask, q)
+        rope = q_pos is not None
+        qs = (0,) + _s3(q)[1:] if bq == 1 else _s3(q)
+        args = (q, k, v, o, lse, mask, q_pos if rope else q, k_pos if rope else q, inv_freq_ if rope else q,
+                scale * math.log2(math.e), *qs, *_s3(k), *_s3(v), *_s3(o), smb, b, h, lq, lk, _bucket(b * h))
+        kw = dict(D=d, HAS_MASK=key_padding_mask is not None, HAS_ROPE=rope, **_flags(q))
+        grid = lambda meta: (triton.cdiv(b * h, meta["PAIRS"]), triton.cdiv(lq, meta["BLOCK_M"]))  # noqa: E731
+        _launch("fwd", _attn_fwd, _fwd_tuned, _fwd_space(lq, lk, d), grid, args, kw, traced)
+        return o, lse
 
 
 def _fwd_fake(q, k, v, key_padding_mask, q_pos, k_pos, inv_freq_, scale):
@@ -511,40 +520,41 @@ def _fwd_fake(q, k, v, key_padding_mask, q_pos, k_pos, inv_freq_, scale):
 
 
 def _bwd_impl(do, q, k, v, o, lse, key_padding_mask, q_pos, k_pos, inv_freq_, scale, traced=True):
-    bq, h, lq, d = q.shape
-    b, _, lk, _ = k.shape
-    q, k, v, o, do = (_last_contig(t) for t in (q, k, v, o, do))
-    bcast = bq == 1 and b > 1
-    dq = (torch.zeros((1, h, lq, d), dtype=torch.float32, device=q.device) if bcast
-          else _bhld_like(bq, h, lq, d, q))
-    dk, dv = _bhld_like(b, h, lk, d, k), _bhld_like(b, h, lk, d, v)
-    mask, smb = _mask_arg(key_padding_mask, q)
-    rope = q_pos is not None
-    qs = (0,) + _s3(q)[1:] if bq == 1 else _s3(q)
-    ropes = (q_pos if rope else q, k_pos if rope else q, inv_freq_ if rope else q)
-    common_kw = dict(D=d, HAS_MASK=key_padding_mask is not None, HAS_ROPE=rope, Q_BCAST=bcast, **_flags(q))
-    tail = (*_s3(dq), *_s3(dk), *_s3(dv), smb, b, h, lq, lk)
-    qk_scale = scale * math.log2(math.e)
-    if _fused_bwd(lk, d):
-        args = (q, k, v, o, do, lse, dq, dk, dv, mask, *ropes, qk_scale, scale,
-                *qs, *_s3(k), *_s3(v), *_s3(o), *_s3(do), *tail)
-        grid = lambda meta: (triton.cdiv(b * h, meta["PAIRS"]),)  # noqa: E731
-        _launch("bwd_fused", _attn_bwd_fused, _bwd_fused_tuned, _bwd_fused_space(lq, lk, d), grid, args,
-                common_kw, traced)
-    else:
-        delta = torch.empty((b, h, lq), dtype=torch.float32, device=q.device)
-        blk = 64
-        _wrap(_attn_bwd_delta, traced)[(b * h, triton.cdiv(lq, blk))](
-            o, do, delta, *_s3(o), *_s3(do), b, h, lq, D=d, BLOCK_M=blk)
-        args = (q, k, v, do, lse, delta, dq, dk, dv, mask, *ropes, qk_scale, scale,
-                *qs, *_s3(k), *_s3(v), *_s3(do), *tail)
-        grid = lambda meta: (b * h, max(triton.cdiv(lk, meta["BLOCK_N"]),  # noqa: E731
-                                        triton.cdiv(lq, meta["BLOCK_M"])))
-        _launch("bwd_tiled", _attn_bwd_tiled, _bwd_tiled_tuned, _bwd_tiled_space(lq, lk, d), grid, args,
-                common_kw, traced)
-    if bcast:
-        dq = dq.to(q.dtype)
-    return dq, dk, dv
+    with device_guard(q):
+        bq, h, lq, d = q.shape
+        b, _, lk, _ = k.shape
+        q, k, v, o, do = (_last_contig(t) for t in (q, k, v, o, do))
+        bcast = bq == 1 and b > 1
+        dq = (torch.zeros((1, h, lq, d), dtype=torch.float32, device=q.device) if bcast
+              else _bhld_like(bq, h, lq, d, q))
+        dk, dv = _bhld_like(b, h, lk, d, k), _bhld_like(b, h, lk, d, v)
+        mask, smb = _mask_arg(key_padding_mask, q)
+        rope = q_pos is not None
+        qs = (0,) + _s3(q)[1:] if bq == 1 else _s3(q)
+        ropes = (q_pos if rope else q, k_pos if rope else q, inv_freq_ if rope else q)
+        common_kw = dict(D=d, HAS_MASK=key_padding_mask is not None, HAS_ROPE=rope, Q_BCAST=bcast, **_flags(q))
+        tail = (*_s3(dq), *_s3(dk), *_s3(dv), smb, b, h, lq, lk, _bucket(b * h))
+        qk_scale = scale * math.log2(math.e)
+        if _fused_bwd(lk, d):
+            args = (q, k, v, o, do, lse, dq, dk, dv, mask, *ropes, qk_scale, scale,
+                    *qs, *_s3(k), *_s3(v), *_s3(o), *_s3(do), *tail)
+            grid = lambda meta: (triton.cdiv(b * h, meta["PAIRS"]),)  # noqa: E731
+            _launch("bwd_fused", _attn_bwd_fused, _bwd_fused_tuned, _bwd_fused_space(lq, lk, d), grid, args,
+                    common_kw, traced)
+        else:
+            delta = torch.empty((b, h, lq), dtype=torch.float32, device=q.device)
+            blk = 64
+            _wrap(_attn_bwd_delta, traced)[(b * h, triton.cdiv(lq, blk))](
+                o, do, delta, *_s3(o), *_s3(do), b, h, lq, D=d, BLOCK_M=blk)
+            args = (q, k, v, do, lse, delta, dq, dk, dv, mask, *ropes, qk_scale, scale,
+                    *qs, *_s3(k), *_s3(v), *_s3(do), *tail)
+            grid = lambda meta: (b * h, max(triton.cdiv(lk, meta["BLOCK_N"]),  # noqa: E731
+                                            triton.cdiv(lq, meta["BLOCK_M"])))
+            _launch("bwd_tiled", _attn_bwd_tiled, _bwd_tiled_tuned, _bwd_tiled_space(lq, lk, d), grid, args,
+                    common_kw, traced)
+        if bcast:
+            dq = dq.to(q.dtype)
+        return dq, dk, dv
 
 
 def _bwd_fake(do, q, k, v, o, lse, key_padding_mask, q_pos, k_pos, inv_freq_, scale):
@@ -637,6 +647,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional
               key_padding_mask: Optional[torch.Tensor] = None, rope=None) -> torch.Tensor:
     """Triton attention on validated arguments (see :func:`fastskel.ops.attention`)."""
     d = q.shape[-1]
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if (t.shape[2] - 1) * t.stride(2) + d >= 2 ** 31:
+            raise ValueError(f"{name}: expected L · stride(2) below 2**31 (32-bit offsets within a (batch, head) "
+                             f"slice), got L={t.shape[2]}, stride(2)={t.stride(2)}")
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     q_pos = k_pos = freqs = None
     if rope is not None:

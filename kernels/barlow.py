@@ -38,10 +38,10 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from . import INTERPRET
+from . import INTERPRET, device_guard
 
-EPS_BN = 1e-5
-EPS_COS = 1e-12
+EPS_BN = tl.constexpr(1e-5)   # tl.constexpr: a plain float global cannot be read by a compiled kernel
+EPS_COS = tl.constexpr(1e-12)
 _FORCE_SPLIT = None  # tests set it to exercise the split-K path under the interpreter
 
 
@@ -263,50 +263,51 @@ def _num_sms(device: torch.device) -> int:
 def barlow_twins_triton(z1: torch.Tensor, z2: torch.Tensor, lambd: float, cosine: bool
                         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward: ``(loss, ac (2,B,D) fp32 normalised embeddings, G (2,B,B), d (D,), inv (2,D), beta (2,D))``."""
-    z1 = z1.contiguous()
-    z2 = z2.contiguous()
-    b, dd = z1.shape
-    dev = z1.device
-    f32 = torch.float32
-    inv_s = 1.0 if cosine else 1.0 / b
+    with device_guard(z1):
+        z1 = z1.contiguous()
+        z2 = z2.contiguous()
+        b, dd = z1.shape
+        dev = z1.device
+        f32 = torch.float32
+        inv_s = 1.0 if cosine else 1.0 / b
 
-    ac = torch.empty((2, b, dd), device=dev, dtype=f32)
-    inv = torch.empty((2, dd), device=dev, dtype=f32)
-    beta = torch.empty((2, dd), device=dev, dtype=f32)
-    diag = torch.empty((dd,), device=dev, dtype=f32)
-    block_b = _pow2(b, 16, 64 if INTERPRET else 32)
-    block_d = _pow2(dd, 16, 128 if INTERPRET else 64)
-    n_dblocks = triton.cdiv(dd, block_d)
-    dpart = torch.empty((2 * n_dblocks,), device=dev, dtype=f32)
-    wrap_triton(_norm_diag_kernel)[(n_dblocks,)](
-        z1, z2, ac, inv, beta, diag, dpart, b, dd, inv_s, n_dblocks,
-        COSINE=cosine, BLOCK_B=block_b, BLOCK_D=block_d)
+        ac = torch.empty((2, b, dd), device=dev, dtype=f32)
+        inv = torch.empty((2, dd), device=dev, dtype=f32)
+        beta = torch.empty((2, dd), device=dev, dtype=f32)
+        diag = torch.empty((dd,), device=dev, dtype=f32)
+        block_b = _pow2(b, 16, 64 if INTERPRET else 32)
+        block_d = _pow2(dd, 16, 128 if INTERPRET else 64)
+        n_dblocks = triton.cdiv(dd, block_d)
+        dpart = torch.empty((2 * n_dblocks,), device=dev, dtype=f32)
+        wrap_triton(_norm_diag_kernel)[(n_dblocks,)](
+            z1, z2, ac, inv, beta, diag, dpart, b, dd, inv_s, n_dblocks,
+            COSINE=cosine, BLOCK_B=block_b, BLOCK_D=block_d)
 
-    block_m = _pow2(b, 16, 64)
-    block_k = 32
-    n_tiles = triton.cdiv(b, block_m)
-    upper = n_tiles * (n_tiles + 1) // 2
-    k_blocks = triton.cdiv(dd, block_k)
-    # split K (features) until ~2 programs per SM: B=128 gives only 3 upper tiles per side
-    n_split = 1 if INTERPRET else max(1, min(k_blocks, triton.cdiv(2 * _num_sms(dev), 2 * upper)))
-    if _FORCE_SPLIT is not None:
-        n_split = max(1, min(k_blocks, _FORCE_SPLIT))
-    k_per_split = triton.cdiv(k_blocks, n_split) * block_k
-    n_split = triton.cdiv(dd, k_per_split)
-    part = torch.empty((n_split, 2, b, b), device=dev, dtype=f32)
-    wrap_triton(_gram_kernel)[(n_tiles * n_tiles, n_split, 2)](
-        ac, part, b, dd, k_per_split, n_tiles, BLOCK_M=block_m, BLOCK_K=block_k)
+        block_m = _pow2(b, 16, 64)
+        block_k = 32
+        n_tiles = triton.cdiv(b, block_m)
+        upper = n_tiles * (n_tiles + 1) // 2
+        k_blocks = triton.cdiv(dd, block_k)
+        # split K (features) until ~2 programs per SM: B=128 gives only 3 upper tiles per side
+        n_split = 1 if INTERPRET else max(1, min(k_blocks, triton.cdiv(2 * _num_sms(dev), 2 * upper)))
+        if _FORCE_SPLIT is not None:
+            n_split = max(1, min(k_blocks, _FORCE_SPLIT))
+        k_per_split = triton.cdiv(k_blocks, n_split) * block_k
+        n_split = triton.cdiv(dd, k_per_split)
+        part = torch.empty((n_split, 2, b, b), device=dev, dtype=f32)
+        wrap_triton(_gram_kernel)[(n_tiles * n_tiles, n_split, 2)](
+            ac, part, b, dd, k_per_split, n_tiles, BLOCK_M=block_m, BLOCK_K=block_k)
 
-    gram = torch.empty((2, b, b), device=dev, dtype=f32)
-    block_r = 1024
-    n_gblocks = triton.cdiv(b * b, block_r)
-    gpart = torch.empty((n_gblocks,), device=dev, dtype=f32)
-    wrap_triton(_gram_reduce_kernel)[(n_gblocks,)](part, gram, gpart, b * b, n_split, BLOCK=block_r)
+        gram = torch.empty((2, b, b), device=dev, dtype=f32)
+        block_r = 1024
+        n_gblocks = triton.cdiv(b * b, block_r)
+        gpart = torch.empty((n_gblocks,), device=dev, dtype=f32)
+        wrap_triton(_gram_reduce_kernel)[(n_gblocks,)](part, gram, gpart, b * b, n_split, BLOCK=block_r)
 
-    loss = torch.empty((), device=dev, dtype=f32)
-    wrap_triton(_loss_kernel)[(1,)](dpart, n_dblocks, gpart, n_gblocks, loss, float(lambd), inv_s * inv_s,
-                                    BLOCK=256)
-    return loss, ac, gram, diag, inv, beta
+        loss = torch.empty((), device=dev, dtype=f32)
+        wrap_triton(_loss_kernel)[(1,)](dpart, n_dblocks, gpart, n_gblocks, loss, float(lambd), inv_s * inv_s,
+                                        BLOCK=256)
+        return loss, ac, gram, diag, inv, beta
 
 
 @triton_op("fastskel::barlow_twins_triton_backward", mutates_args={})
@@ -314,20 +315,22 @@ def barlow_twins_triton_backward(grad: torch.Tensor, ac: torch.Tensor, gram: tor
                                  inv: torch.Tensor, beta: torch.Tensor, lambd: float, cosine: bool,
                                  dtype: torch.dtype) -> torch.Tensor:
     """Backward: ``(2, B, D)`` gradients of ``z1`` and ``z2`` (in ``dtype``) for upstream ``grad``."""
-    _, b, dd = ac.shape
-    dev = ac.device
-    inv_s = 1.0 if cosine else 1.0 / b
-    grad = grad.to(torch.float32).reshape(1)
-    scratch = torch.empty((2, b, dd), device=dev, dtype=torch.float32)
-    in_place = dtype == torch.float32
-    dz = scratch if in_place else torch.empty((2, b, dd), device=dev, dtype=dtype)  # unused by the kernel if in place
-    block_m = _pow2(b, 16, 64)
-    block_k = _pow2(b, 16, 32)
-    block_n = _pow2(dd, 16, 128 if INTERPRET else 64)
-    wrap_triton(_bwd_kernel)[(triton.cdiv(dd, block_n), 2)](
-        ac, gram, diag, inv, beta, grad, scratch, dz, b, dd, float(lambd), inv_s, inv_s * inv_s, 1.0 / b,
-        CENTER=not cosine, IN_PLACE=in_place, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
-    return dz
+    with device_guard(ac):
+        _, b, dd = ac.shape
+        dev = ac.device
+        inv_s = 1.0 if cosine else 1.0 / b
+        grad = grad.to(torch.float32).reshape(1)
+        scratch = torch.empty((2, b, dd), device=dev, dtype=torch.float32)
+        in_place = dtype == torch.float32
+        dz = scratch if in_place else torch.empty((2, b, dd), device=dev, dtype=dtype)  # unused by the kernel if in place
+        block_m = _pow2(b, 16, 64)
+        block_k = _pow2(b, 16, 32)
+        block_n = _pow2(dd, 16, 128 if INTERPRET else 64)
+        wrap_triton(_bwd_kernel)[(triton.cdiv(dd, block_n), 2)](
+            ac, gram, diag, inv, beta, grad, scratch, dz, b, dd, float(lambd), inv_s, inv_s * inv_s, 1.0 / b,
+            CENTER=not cosine, IN_PLACE=in_place, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+            num_warps=4 if in_place else 8)   # bf16/fp16 (separate output) spill with 4 warps (compile_check)
+        return dz
 
 
 def _setup_context(ctx, inputs, output):

@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from . import INTERPRET, register_op
+from . import INTERPRET, device_guard, register_op
 
 _TILE = 16384 if INTERPRET else 4096
 _MAX_SCALES = 4
@@ -170,27 +170,28 @@ def _focal_bwd_kernel(p_ptr, t_ptr, w_ptr, g_ptr, gp_ptr, gt_ptr, total, D, scal
 # --------------------------------------------------------------------------- motion_energy_weights
 def _motion_energy_weights(x: torch.Tensor, windows: List[int], k: float, eps: float,
                            lengths: Optional[torch.Tensor]) -> torch.Tensor:
-    x = x.contiguous()
-    nb, c, t, v = x.shape
-    out = torch.empty((nb, t, v), dtype=torch.float32, device=x.device)
-    v_pad = triton.next_power_of_2(v)
-    n_win_max = triton.cdiv(t, min(windows))
-    scratch = torch.empty((nb, _MAX_SCALES, n_win_max, v), dtype=torch.float32, device=x.device)
-    block_t = max(1, min(triton.next_power_of_2(t), _TILE // v_pad))
-    lens = lengths if lengths is not None else out
-    chunks = [list(windows[i:i + _MAX_SCALES]) for i in range(0, len(windows), _MAX_SCALES)]
-    for ci, chunk in enumerate(chunks):
-        ws = chunk + [0] * (_MAX_SCALES - len(chunk))
-        nbs = [triton.next_power_of_2(w) if w else 1 for w in ws]
-        t_pad = triton.next_power_of_2(t)
-        wbs = [max(1, min(_TILE // (nbk * v_pad), triton.next_power_of_2(triton.cdiv(t_pad, w))))
-               if w else 1 for w, nbk in zip(ws, nbs)]
-        wrap_triton(_energy_kernel)[(nb,)](
-            x, lens, scratch, out, c, t, v, n_win_max, k, eps, len(windows),
-            HAS_LENGTHS=lengths is not None, ACCUMULATE=ci > 0, FINAL=ci == len(chunks) - 1,
-            W0=ws[0], W1=ws[1], W2=ws[2], W3=ws[3], NB0=nbs[0], NB1=nbs[1], NB2=nbs[2], NB3=nbs[3],
-            WB0=wbs[0], WB1=wbs[1], WB2=wbs[2], WB3=wbs[3], V_PAD=v_pad, BLOCK_T=block_t, num_warps=4)
-    return out
+    with device_guard(x):
+        x = x.contiguous()
+        nb, c, t, v = x.shape
+        out = torch.empty((nb, t, v), dtype=torch.float32, device=x.device)
+        v_pad = triton.next_power_of_2(v)
+        n_win_max = triton.cdiv(t, min(windows))
+        scratch = torch.empty((nb, _MAX_SCALES, n_win_max, v), dtype=torch.float32, device=x.device)
+        block_t = max(1, min(triton.next_power_of_2(t), _TILE // v_pad))
+        lens = lengths.contiguous() if lengths is not None else out
+        chunks = [list(windows[i:i + _MAX_SCALES]) for i in range(0, len(windows), _MAX_SCALES)]
+        for ci, chunk in enumerate(chunks):
+            ws = chunk + [0] * (_MAX_SCALES - len(chunk))
+            nbs = [triton.next_power_of_2(w) if w else 1 for w in ws]
+            t_pad = triton.next_power_of_2(t)
+            wbs = [max(1, min(_TILE // (nbk * v_pad), triton.next_power_of_2(triton.cdiv(t_pad, w))))
+                   if w else 1 for w, nbk in zip(ws, nbs)]
+            wrap_triton(_energy_kernel)[(nb,)](
+                x, lens, scratch, out, c, t, v, n_win_max, k, eps, len(windows),
+                HAS_LENGTHS=lengths is not None, ACCUMULATE=ci > 0, FINAL=ci == len(chunks) - 1,
+                W0=ws[0], W1=ws[1], W2=ws[2], W3=ws[3], NB0=nbs[0], NB1=nbs[1], NB2=nbs[2], NB3=nbs[3],
+                WB0=wbs[0], WB1=wbs[1], WB2=wbs[2], WB3=wbs[3], V_PAD=v_pad, BLOCK_T=block_t, num_warps=4)
+        return out
 
 
 def _motion_energy_weights_fake(x, windows, k, eps, lengths):
@@ -206,14 +207,15 @@ _BLOCK = 4096
 
 
 def _focal_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    pred, target, weight = pred.contiguous(), target.contiguous(), weight.contiguous()
-    n, p, d = pred.shape
-    total = pred.numel()
-    grid = triton.cdiv(total, _BLOCK)
-    partials = torch.empty((grid,), dtype=torch.float32, device=pred.device)
-    wrap_triton(_focal_fwd_kernel)[(grid,)](
-        pred, target, weight, partials, total, d, PER_PATCH=weight.dim() == 2, BLOCK=_BLOCK)
-    return partials.sum() / (n * p)
+    with device_guard(pred):
+        pred, target, weight = pred.contiguous(), target.contiguous(), weight.contiguous()
+        n, p, d = pred.shape
+        total = pred.numel()
+        grid = triton.cdiv(total, _BLOCK)
+        partials = torch.empty((grid,), dtype=torch.float32, device=pred.device)
+        wrap_triton(_focal_fwd_kernel)[(grid,)](
+            pred, target, weight, partials, total, d, PER_PATCH=weight.dim() == 2, BLOCK=_BLOCK)
+        return partials.sum() / (n * p)
 
 
 def _focal_loss_fake(pred, target, weight):
@@ -225,15 +227,16 @@ focal_loss_op = register_op("focal_reconstruction_loss", _focal_loss, _focal_los
 
 def _focal_loss_backward(grad: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
                          weight: torch.Tensor, target_grad: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    pred, target, weight = pred.contiguous(), target.contiguous(), weight.contiguous()
-    n, p, d = pred.shape
-    total = pred.numel()
-    gp = torch.empty_like(pred)
-    gt = torch.empty_like(target) if target_grad else pred.new_empty((0,), dtype=target.dtype)
-    wrap_triton(_focal_bwd_kernel)[(triton.cdiv(total, _BLOCK),)](
-        pred, target, weight, grad, gp, gt if target_grad else gp, total, d, 1.0 / (n * p),
-        PER_PATCH=weight.dim() == 2, TARGET_GRAD=target_grad, BLOCK=_BLOCK)
-    return gp, gt
+    with device_guard(pred):
+        pred, target, weight = pred.contiguous(), target.contiguous(), weight.contiguous()
+        n, p, d = pred.shape
+        total = pred.numel()
+        gp = torch.empty_like(pred)
+        gt = torch.empty_like(target) if target_grad else pred.new_empty((0,), dtype=target.dtype)
+        wrap_triton(_focal_bwd_kernel)[(triton.cdiv(total, _BLOCK),)](
+            pred, target, weight, grad, gp, gt if target_grad else gp, total, d, 1.0 / (n * p),
+            PER_PATCH=weight.dim() == 2, TARGET_GRAD=target_grad, BLOCK=_BLOCK)
+        return gp, gt
 
 
 def _focal_loss_backward_fake(grad, pred, target, weight, target_grad):

@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from . import INTERPRET, register_op
+from . import INTERPRET, device_guard, register_op
 
 _TILE = 65536 if INTERPRET else 4096  # elements per program tile (the interpreter pays per program)
 
@@ -93,19 +93,20 @@ def _joint_keep_kernel(g_ptr, mask_ptr, out_ptr, total, CTV, V, BLOCK: tl.conste
 
 def _degree_joint_mask(x: torch.Tensor, n: int, log_p: torch.Tensor,
                        uniform: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    x = x.contiguous()
-    nb, c, t, v = x.shape
-    out = torch.empty_like(x)
-    mask = torch.empty((nb, v), dtype=torch.bool, device=x.device)
-    v_pad = triton.next_power_of_2(v)
-    block_ct = max(1, min(triton.next_power_of_2(c * t), _TILE // v_pad))
-    # several samples per program only when a sample's plane is smaller than one tile
-    rows = max(1, min(_TILE // (block_ct * v_pad), _TILE // (v_pad * v_pad), triton.next_power_of_2(nb)))
-    grid = (triton.cdiv(nb, rows), triton.cdiv(c * t, block_ct))
-    wrap_triton(_joint_mask_kernel)[grid](
-        x, uniform.contiguous(), log_p.contiguous(), out, mask, nb, c * t, v, n,
-        V_PAD=v_pad, ROWS=rows, BLOCK_CT=block_ct, num_warps=4)
-    return out, mask
+    with device_guard(x):
+        x = x.contiguous()
+        nb, c, t, v = x.shape
+        out = torch.empty_like(x)
+        mask = torch.empty((nb, v), dtype=torch.bool, device=x.device)
+        v_pad = triton.next_power_of_2(v)
+        block_ct = max(1, min(triton.next_power_of_2(c * t), _TILE // v_pad))
+        # several samples per program only when a sample's plane is smaller than one tile
+        rows = max(1, min(_TILE // (block_ct * v_pad), _TILE // (v_pad * v_pad), triton.next_power_of_2(nb)))
+        grid = (triton.cdiv(nb, rows), triton.cdiv(c * t, block_ct))
+        wrap_triton(_joint_mask_kernel)[grid](
+            x, uniform.contiguous(), log_p.contiguous(), out, mask, nb, c * t, v, n,
+            V_PAD=v_pad, ROWS=rows, BLOCK_CT=block_ct, num_warps=4)
+        return out, mask
 
 
 def _degree_joint_mask_fake(x, n, log_p, uniform):
@@ -117,14 +118,15 @@ degree_joint_mask_op = register_op("degree_joint_mask", _degree_joint_mask, _deg
 
 
 def _joint_mask_backward(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    grad = grad.contiguous()
-    nb, c, t, v = grad.shape
-    out = torch.empty_like(grad)
-    total = grad.numel()
-    block = 1024
-    wrap_triton(_joint_keep_kernel)[(triton.cdiv(total, block),)](
-        grad, mask.contiguous(), out, total, c * t * v, v, BLOCK=block)
-    return out
+    with device_guard(grad):
+        grad = grad.contiguous()
+        nb, c, t, v = grad.shape
+        out = torch.empty_like(grad)
+        total = grad.numel()
+        block = 1024
+        wrap_triton(_joint_keep_kernel)[(triton.cdiv(total, block),)](
+            grad, mask.contiguous(), out, total, c * t * v, v, BLOCK=block)
+        return out
 
 
 def _joint_mask_backward_fake(grad, mask):

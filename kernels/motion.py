@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from . import INTERPRET, register_op
+from . import INTERPRET, device_guard, register_op
 
 _TILE = 2 ** 18 if INTERPRET else 4096  # elements of the largest tile per program (the interpreter pays per op)
 
@@ -117,21 +117,22 @@ def _blocks(t: int, v: int) -> Tuple[int, int, int]:
 
 
 def _launch(x: torch.Tensor, lengths: Optional[torch.Tensor], k: int, largest: bool, mask: bool):
-    x = x.contiguous()
-    n, c, t, v = x.shape
-    a = torch.empty((n, t), dtype=torch.float32, device=x.device)
-    if mask:
-        keep_mask = torch.empty((n, t), dtype=torch.bool, device=x.device)
-        out = torch.empty_like(x)
-    else:
-        keep_mask, out = a, a
-    t_pad, v_block, s_block = _blocks(t, v)
-    lens = lengths if lengths is not None else a
-    wrap_triton(_motion_mask_kernel)[(n,)](
-        x, lens, a, keep_mask, out, c, t, v, k,
-        HAS_LENGTHS=lengths is not None, MASK=mask, LARGEST=largest,
-        T_PAD=t_pad, V_BLOCK=v_block, S_BLOCK=s_block, num_warps=4 if t_pad <= 128 else 8)
-    return a, keep_mask, out
+    with device_guard(x):
+        x = x.contiguous()
+        n, c, t, v = x.shape
+        a = torch.empty((n, t), dtype=torch.float32, device=x.device)
+        if mask:
+            keep_mask = torch.empty((n, t), dtype=torch.bool, device=x.device)
+            out = torch.empty_like(x)
+        else:
+            keep_mask, out = a, a
+        t_pad, v_block, s_block = _blocks(t, v)
+        lens = lengths.contiguous() if lengths is not None else a
+        wrap_triton(_motion_mask_kernel)[(n,)](
+            x, lens, a, keep_mask, out, c, t, v, k,
+            HAS_LENGTHS=lengths is not None, MASK=mask, LARGEST=largest,
+            T_PAD=t_pad, V_BLOCK=v_block, S_BLOCK=s_block, num_warps=4 if t_pad <= 128 else 8)
+        return a, keep_mask, out
 
 
 
@@ -164,14 +165,15 @@ motion_frame_mask_op = register_op("motion_frame_mask", _motion_frame_mask, _mot
 
 
 def _frame_mask_backward(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    grad = grad.contiguous()
-    n, c, t, v = grad.shape
-    out = torch.empty_like(grad)
-    total = grad.numel()
-    block = 1024
-    wrap_triton(_frame_keep_kernel)[(triton.cdiv(total, block),)](
-        grad, mask.contiguous(), out, total, c * t * v, t, v, BLOCK=block)
-    return out
+    with device_guard(grad):
+        grad = grad.contiguous()
+        n, c, t, v = grad.shape
+        out = torch.empty_like(grad)
+        total = grad.numel()
+        block = 1024
+        wrap_triton(_frame_keep_kernel)[(triton.cdiv(total, block),)](
+            grad, mask.contiguous(), out, total, c * t * v, t, v, BLOCK=block)
+        return out
 
 
 def _frame_mask_backward_fake(grad, mask):
