@@ -52,8 +52,13 @@ Limitations (honest list):
   multiplies bf16 bit patterns otherwise); the rounding of P and dS to bf16 is kept.
 - a fully masked query row (every key padded) gives zeros in the output and zero gradients.
 - status: verified against the reference under the interpreter, and every kernel compiles for
-  sm_90 offline (Triton 3.9 → ptxas; the config spaces below avoid register spills at the methods'
-  shapes); not yet run or timed on a GPU — tests/test_attention.py's CUDA tests and
+  sm_80/sm_90 offline (``fastskel.kernels.compile_check``: Triton's compiler → ptxas). bf16/fp16:
+  the default configs do not spill at the methods' shapes. **fp32 spills**: the forward's default
+  takes 8 warps for fp32 (no spills at AMR's shapes), but the fp32 backward defaults spill (AMR
+  fused backward ~0.8–1 KB per thread, MAMP/SLiM tiled backward 0.8–2.6 KB; see
+  benchmarks/results/triton-compile-*.md), and so do many fp32 autotune candidates; fp32 (AMP off,
+  ASMa's aligner) is therefore slower than the bf16/fp16 path by more than the dot precision alone;
+  not yet run or timed on a GPU — tests/test_attention.py's CUDA tests and
   benchmarks/bench_attention.py are ready for that.
 """
 from __future__ import annotations
@@ -509,7 +514,10 @@ def _fwd_impl(q, k, v, key_padding_mask, q_pos, k_pos, inv_freq_, scale, traced=
                 scale * math.log2(math.e), *qs, *_s3(k), *_s3(v), *_s3(o), smb, b, h, lq, lk, _bucket(b * h))
         kw = dict(D=d, HAS_MASK=key_padding_mask is not None, HAS_ROPE=rope, **_flags(q))
         grid = lambda meta: (triton.cdiv(b * h, meta["PAIRS"]), triton.cdiv(lq, meta["BLOCK_M"]))  # noqa: E731
-        _launch("fwd", _attn_fwd, _fwd_tuned, _fwd_space(lq, lk, d), grid, args, kw, traced)
+        space = _fwd_space(lq, lk, d)
+        if q.dtype == torch.float32:   # fp32 tiles need twice the registers: 8 warps first (4 spill, ptxas)
+            space = sorted(space, key=lambda c: c["num_warps"] != 8)
+        _launch("fwd", _attn_fwd, _fwd_tuned, space, grid, args, kw, traced)
         return o, lse
 
 
