@@ -4,6 +4,7 @@ Layout ``x (N, C, T, V, M)`` float32 + ``lengths`` + ``y`` (SPEC §2, §6). ``fa
 alone: it depends on ``fastskel.graph``, torch and numpy only.
 """
 from .core import SkeletonData, valid_lengths
+from ._checks import skip_data_checks
 from .dataset import SkeletonDataset, make_loader, set_loader_epoch
 from .synthetic import SyntheticSkeletons
 from .ntu import NTUFormatError, parse_ntu_name, read_ntu_skeleton, read_ntu_skeletons
@@ -15,6 +16,7 @@ from .transforms import (Views, bone_scale, crop_resize, hierarchical_views, pst
 
 __all__ = [
     "SkeletonData", "SkeletonDataset", "SyntheticSkeletons", "make_loader", "set_loader_epoch", "valid_lengths",
+    "skip_data_checks",
     "NTUFormatError", "load", "parse_ntu_name", "read_ctrgcn_npz", "read_ntu_skeleton", "read_ntu_skeletons",
     "read_pku_mmd", "read_pyskl", "read_stgcn_npy", "write_ctrgcn_npz",
     "transforms", "Views", "bone_scale", "crop_resize", "hierarchical_views", "pstl_augment", "random_flip",

@@ -1,9 +1,19 @@
 """Batched skeleton transforms on the tensor's device (no per-sample Python loops).
 
 Every transform takes ``x`` as ``(N, C, T, V)`` or ``(N, C, T, V, M)`` (channel 0 = x, 1 = y
-(vertical), 2 = z) and, where random, ``generator: torch.Generator | None``: random numbers are
-drawn on the generator's device (CPU by default) and moved to ``x``'s device, so the same seed gives
-the same result on CPU and CUDA. Parameters are drawn **per sample** (PSTL's reference code draws
+(vertical), 2 = z) and, where random, ``generator: torch.Generator | None``. No transform synchronises
+with the host (no ``.item()``, no Python-value tensors copied per call; constants are built once per
+device and cached). Random numbers are drawn on the generator's device:
+
+- ``generator=None``: on ``x``'s device with its default generator (``torch.manual_seed``);
+- a generator on ``x``'s device (``torch.Generator(device="cuda")``): there, sync-free;
+- a generator on another device (a CPU generator with a CUDA ``x``): on the generator's device, so
+  the same seed gives the same result on CPU and CUDA, at the cost of **one** host→device copy per
+  transform call (all of its draws stacked). Use a generator on ``x``'s device in a training loop.
+
+``lengths`` given on the CPU are range-checked for free; on an accelerator the range check costs a
+host sync and is skipped inside :func:`fastskel.data.skip_data_checks` (the training engine's step).
+Parameters are drawn **per sample** (PSTL's reference code draws
 one set per batch; per-sample is strictly more diverse and is what a batched loader needs). Zero
 padding stays zero under every spatial transform (they are linear or act on bones).
 
@@ -27,6 +37,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from ..graph import SkeletonGraph
+from ._checks import data_checks_enabled
 from .core import valid_lengths
 
 __all__ = [
@@ -63,26 +74,74 @@ def _lengths(lengths, x: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"lengths: expected an integer dtype, got {lengths.dtype}")
     if lengths.shape != (x.shape[0],):
         raise ValueError(f"lengths: expected shape ({x.shape[0]},), got {tuple(lengths.shape)}")
-    lengths = lengths.to(device=x.device, dtype=torch.int64)
-    if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > x.shape[2]):
-        raise ValueError(f"lengths: expected values in [0, T={x.shape[2]}], got min {int(lengths.min())}, max {int(lengths.max())}")
-    return lengths
+    # free on the CPU; a host sync on an accelerator (skipped inside skip_data_checks())
+    if lengths.numel() and (lengths.device.type == "cpu" or data_checks_enabled()):
+        lo, hi = torch.stack(torch.aminmax(lengths)).tolist()
+        if lo < 0 or hi > x.shape[2]:
+            raise ValueError(f"lengths: expected values in [0, T={x.shape[2]}], got min {lo}, max {hi}")
+    return lengths.to(device=x.device, dtype=torch.int64)
+
+
+_GRAPHS: dict = {}
+_CONSTS: dict = {}
 
 
 def _graph(graph, V: int) -> SkeletonGraph:
-    g = SkeletonGraph.for_joints(V) if graph is None else SkeletonGraph.get(graph)
+    if graph is None:
+        if V not in _GRAPHS:
+            _GRAPHS[V] = SkeletonGraph.for_joints(V)
+        g = _GRAPHS[V]
+    else:
+        g = SkeletonGraph.get(graph)
     g.check_num_joints(V)
     return g
 
 
-def _rand(shape, generator, device, dtype=torch.float32) -> torch.Tensor:
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    return torch.rand(shape, generator=generator, device=gdev, dtype=dtype).to(device)
+def _graph_key(g: SkeletonGraph) -> tuple:
+    return (g.edges, g.center, g.num_joints, g.lr_pairs, tuple((k, tuple(v)) for k, v in g.parts.items()))
 
 
-def _randint(low: torch.Tensor, high: torch.Tensor, generator, device) -> torch.Tensor:
-    """Per-element integers uniform in ``[low, high)`` (``high > low``)."""
-    u = _rand(low.shape, generator, device, torch.float64)
+def _const(g: SkeletonGraph, what: str, device, dtype=torch.int64) -> torch.Tensor:
+    """Graph constants (``"parents"``, ``"flip"``, ``"parts"``, ``"ancestors"``) on ``device``,
+    built once per (graph, device, dtype): no host→device copy after the first call."""
+    key = (_graph_key(g), what, str(torch.device(device)), dtype)
+    t = _CONSTS.get(key)
+    if t is None:
+        if what == "parents":
+            t = torch.tensor(g.parents, dtype=dtype)
+        elif what == "flip":
+            t = torch.tensor(g.flip_permutation(), dtype=dtype)
+        elif what == "parts":
+            t = torch.as_tensor(g.part_index(), dtype=dtype)
+        else:
+            t = _ancestors(g)[0].to(dtype)
+        t = _CONSTS[key] = t.to(device)
+    return t
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def _uniforms(generator, device, *specs) -> List[torch.Tensor]:
+    """``U[0, 1)`` tensors, one per ``(shape, dtype)`` in ``specs``, on ``device``, drawn in order
+    from ``generator`` on its own device (``x``'s device when ``None``). A generator on another
+    device draws there and the draws move with one stacked copy (float64 holds fp32 exactly)."""
+    device = torch.device(device)
+    gdev = generator.device if generator is not None else device
+    draws = [torch.rand(shape, generator=generator, device=gdev, dtype=dtype) for shape, dtype in specs]
+    if _same_device(gdev, device):
+        return draws
+    flat = torch.cat([d.reshape(-1).to(torch.float64) for d in draws]).to(device)
+    out, i = [], 0
+    for d in draws:
+        out.append(flat[i:i + d.numel()].reshape(d.shape).to(d.dtype))
+        i += d.numel()
+    return out
+
+
+def _randint_from(u: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Per-element integers uniform in ``[low, high)`` (``high > low``) from float64 uniforms ``u``."""
     span = (high - low).to(torch.float64)
     return low + torch.minimum((u * span).floor().to(torch.int64), (high - low - 1).clamp_min(0))
 
@@ -179,9 +238,10 @@ def crop_resize(x: torch.Tensor, lengths: Optional[torch.Tensor] = None, size: i
         start, crop = bias, L - 2 * bias
     else:
         lo, hi = p_interval
-        p = _rand((n,), generator, x.device, torch.float64) * (hi - lo) + lo
+        u_p, u_b = _uniforms(generator, x.device, ((n,), torch.float64), ((n,), torch.float64))
+        p = u_p * (hi - lo) + lo
         crop = torch.minimum((L.to(torch.float64) * p).floor().to(torch.int64).clamp_min(min_frames), L)
-        start = _randint(torch.zeros_like(L), L - crop + 1, generator, x.device)
+        start = _randint_from(u_b, torch.zeros_like(L), L - crop + 1)
     out = resample(x, start, crop, size)
     return (out, (start, crop)) if return_window else out
 
@@ -200,7 +260,8 @@ def reflect_pad_crop(x: torch.Tensor, lengths: Optional[torch.Tensor] = None, pa
     L = _lengths(lengths, x)
     n, c, t = x.shape[:3]
     P = L // padding_ratio
-    s = _randint(torch.zeros_like(P), 2 * P + 1, generator, x.device)
+    (u,) = _uniforms(generator, x.device, (P.shape, torch.float64))
+    s = _randint_from(u, torch.zeros_like(P), 2 * P + 1)
     j = s[:, None] + torch.arange(t, device=x.device)[None]  # index into the padded sequence
     src = j - P[:, None]
     src = torch.where(src < 0, -src - 1, src)  # flip of the first P frames
@@ -218,11 +279,11 @@ def shear(x: torch.Tensor, amplitude: float = 0.5, generator: Optional[torch.Gen
     ``U(−a, a)`` per sample; ``out_d = Σ_c x_c·S[c, d]`` (PSTL's ``einsum('nctvm,cd->ndtvm')``)."""
     _check_xyz(x)
     n = x.shape[0]
-    off = (_rand((n, 6), generator, x.device) * 2 - 1) * amplitude
-    S = torch.eye(3, device=x.device).repeat(n, 1, 1)
-    r, cc = [0, 0, 1, 1, 2, 2], [1, 2, 0, 2, 0, 1]
-    S[:, r, cc] = off
-    return _apply_matrix(x, S.transpose(1, 2))
+    (u,) = _uniforms(generator, x.device, ((n, 6), torch.float32))
+    off = (u * 2 - 1) * amplitude
+    one = torch.ones_like(off[:, 0])
+    S = torch.stack([one, off[:, 0], off[:, 1], off[:, 2], one, off[:, 3], off[:, 4], off[:, 5], one], 1)
+    return _apply_matrix(x, S.reshape(n, 3, 3).transpose(1, 2))
 
 
 def random_rotate(x: torch.Tensor, main_max_deg: float = 30.0, other_max_deg: float = 1.0,
@@ -233,8 +294,8 @@ def random_rotate(x: torch.Tensor, main_max_deg: float = 30.0, other_max_deg: fl
     ``R_z = [[c,s,0],[−s,c,0],[0,0,1]]``, each used as ``x·Rᵀ``) — i.e. ``x' = R_z R_y R_x x``."""
     _check_xyz(x)
     n = x.shape[0]
-    main = (_rand((n,), generator, x.device) * 3).floor().clamp(max=2).to(torch.int64)
-    u = _rand((n, 3), generator, x.device)
+    u_main, u = _uniforms(generator, x.device, ((n,), torch.float32), ((n, 3), torch.float32))
+    main = (u_main * 3).floor().clamp(max=2).to(torch.int64)
     axis = torch.arange(3, device=x.device)[None]
     deg = torch.where(axis == main[:, None], u * main_max_deg, u * other_max_deg)
     a = torch.deg2rad(deg)
@@ -250,8 +311,8 @@ def random_flip(x: torch.Tensor, p: float = 0.5, graph: Optional[SkeletonGraph] 
     _check_x(x)
     p = _prob(p, "p")
     g = _graph(graph, x.shape[3])
-    perm = torch.tensor(g.flip_permutation(), device=x.device)
-    do = _rand((x.shape[0],), generator, x.device) < p
+    perm = _const(g, "flip", x.device)
+    do = _uniforms(generator, x.device, ((x.shape[0],), torch.float32))[0] < p
     shape = (-1,) + (1,) * (x.dim() - 1)
     return torch.where(do.view(shape), x.index_select(3, perm), x)
 
@@ -275,11 +336,10 @@ def slim_rotate(x: torch.Tensor, p: float = 0.5, vert_deg: float = 180.0, tilt_d
     _check_xyz(x)
     p = _prob(p, "p")
     n = x.shape[0]
-    u = _rand((n, 4), generator, x.device)
-    lim = torch.tensor([tilt_deg, vert_deg, tilt_deg], device=x.device)
-    ang = torch.deg2rad((u[:, :3] * 2 - 1) * lim)
-    ang = ang * (u[:, 3:] < p)
-    R = _rz(ang[:, 2]) @ _ry(ang[:, 1]) @ _rx(ang[:, 0])
+    (u,) = _uniforms(generator, x.device, ((n, 4), torch.float32))
+    on = (u[:, 3] < p).to(u.dtype)
+    a = [torch.deg2rad((u[:, k] * 2 - 1) * lim) * on for k, lim in enumerate((tilt_deg, vert_deg, tilt_deg))]
+    R = _rz(a[2]) @ _ry(a[1]) @ _rx(a[0])
     return _apply_matrix(x, R)
 
 
@@ -291,11 +351,10 @@ def slim_mirror(x: torch.Tensor, p: float = 0.5, graph: Optional[SkeletonGraph] 
     _check_x(x)
     p = _prob(p, "p")
     g = _graph(graph, x.shape[3])
-    perm = torch.tensor(g.flip_permutation(), device=x.device)
-    sign = torch.ones(x.shape[1], device=x.device, dtype=x.dtype)
-    sign[0] = -1
-    mirrored = x.index_select(3, perm) * sign.view((1, -1) + (1,) * (x.dim() - 2))
-    do = _rand((x.shape[0],), generator, x.device) < p
+    perm = _const(g, "flip", x.device)
+    mirrored = x.index_select(3, perm)
+    mirrored = torch.cat([-mirrored[:, :1], mirrored[:, 1:]], 1)
+    do = _uniforms(generator, x.device, ((x.shape[0],), torch.float32))[0] < p
     return torch.where(do.view((-1,) + (1,) * (x.dim() - 1)), mirrored, x)
 
 
@@ -332,16 +391,15 @@ def bone_scale(x: torch.Tensor, low: float = 0.85, high: float = 1.15, p: float 
     five = x.dim() == 5
     xx = x if five else x.unsqueeze(-1)
     n, c, t, v, m = xx.shape
-    parts = torch.as_tensor(g.part_index(), device=x.device)
-    num_parts = max(int(parts.max()) + 1, 1)
-    u = _rand((n, m, num_parts), generator, x.device)
-    apply = _rand((n,), generator, x.device) < p
+    parts = _const(g, "parts", x.device)
+    num_parts = max(int(g.part_index().max()) + 1, 1)
+    u, u_apply = _uniforms(generator, x.device, ((n, m, num_parts), torch.float32), ((n,), torch.float32))
+    apply = u_apply < p
     s_part = torch.where(apply[:, None, None], low + (high - low) * u, torch.ones_like(u))
     s_joint = torch.where(parts[None, None] >= 0, s_part.gather(2, parts.clamp_min(0)[None, None].expand(n, m, v)),
                           torch.ones(n, m, v, device=x.device))  # (N, M, V)
-    A, root = _ancestors(g)
-    A = A.to(device=x.device, dtype=x.dtype)
-    par = torch.tensor(g.parents, device=x.device)
+    A, root = _const(g, "ancestors", x.device, x.dtype), g.center
+    par = _const(g, "parents", x.device)
     bones = xx - xx.index_select(3, par)  # (N, C, T, V, M); root bone = 0
     scaled = bones * s_joint.permute(0, 2, 1).to(x.dtype)[:, None, None]
     out = xx[:, :, :, root:root + 1] + torch.einsum("jk,nctkm->nctjm", A, scaled)
@@ -381,11 +439,15 @@ def hierarchical_views(x: torch.Tensor, lengths: Optional[torch.Tensor] = None, 
     n = x.shape[0]
     dev = x.device
 
+    # every draw up front (the order of the per-interval draws: p, then the start)
+    num_draws = 2 * (num_global + num_local * len(local))
+    draws = iter(_uniforms(generator, dev, *[((n,), torch.float64)] * num_draws))
+
     def interval(total, lo, hi, base):
-        p = _rand((n,), generator, dev, torch.float64) * (hi - lo) + lo
+        p = next(draws) * (hi - lo) + lo
         ln = torch.minimum((total.to(torch.float64) * p).round().to(torch.int64).clamp_min(1), total.clamp_min(1))
         ln = torch.where(total > 0, ln, torch.zeros_like(ln))
-        st = base + _randint(torch.zeros_like(total), (total - ln).clamp_min(0) + 1, generator, dev)
+        st = base + _randint_from(next(draws), torch.zeros_like(total), (total - ln).clamp_min(0) + 1)
         return st, ln
 
     globals_, intervals = [], {}
@@ -411,8 +473,7 @@ def to_bone(x: torch.Tensor, graph: Optional[SkeletonGraph] = None) -> torch.Ten
     2s-AGCN/CTR-GCN ``ntu_pairs``); the root's bone is zero."""
     _check_x(x)
     g = _graph(graph, x.shape[3])
-    par = torch.tensor(g.parents, device=x.device)
-    return x - x.index_select(3, par)
+    return x - x.index_select(3, _const(g, "parents", x.device))
 
 
 def to_motion(x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
