@@ -72,9 +72,10 @@ from fastskel.ops.prototype import (prototype_cross_entropy, prototype_cross_ent
                                     sinkhorn_reference)
 
 from ._backend import BackendMixin
+from .slim_checkpoint import SLiMLoadResult, load_slim_checkpoint, save_slim_hub
 from .slim_masking import TubeTable, semantic_tube_mask
 
-__all__ = ["SLiM", "SLiMConfig", "koleo_loss"]
+__all__ = ["SLiM", "SLiMConfig", "SLiMLoadResult", "koleo_loss", "load_slim_checkpoint", "save_slim_hub"]
 
 HEAD_IMPLS = ("chunked", "reference")
 
@@ -135,6 +136,8 @@ class SLiMConfig:
     depth: int = 8
     heads: int = 8
     mlp_dim: int = 1024
+    ffn: str = "swiglu"
+    cls_pos: bool = True
     num_registers: int = 4
     qkv_bias: bool = True
     rope_base: float = 10000.0
@@ -287,7 +290,7 @@ class SLiM(BackendMixin, nn.Module):
         self.feature_dim = config.dim
         encoder = SkeletonViT(config.in_channels, config.num_joints, config.frames_per_patch, 1, config.dim,
                               config.depth, config.heads, config.mlp_dim, config.num_registers, config.qkv_bias,
-                              1e-6, config.rope_base, config.backend)
+                              1e-6, config.rope_base, config.backend, ffn=config.ffn, cls_pos=config.cls_pos)
         head = lambda: DINOHead(config.dim, config.num_prototypes, config.head_hidden_dim,  # noqa: E731
                                 config.head_bottleneck_dim, norm_last_layer=True)
         self.student = nn.ModuleDict({"encoder": encoder, "cl_head": head(), "mae_head": head()})
@@ -302,7 +305,7 @@ class SLiM(BackendMixin, nn.Module):
     # -- utilities ------------------------------------------------------------------
     def no_weight_decay(self) -> List[str]:
         """Parameters without weight decay (timm convention), read by the engine's param groups."""
-        return ["joint_embed", "cls_token", "register_tokens", "mask_token"]
+        return ["joint_embed", "cls_token", "register_tokens", "mask_token", "cls_pos_embed"]
 
     def train(self, mode: bool = True) -> "SLiM":
         super().train(mode)

@@ -1,0 +1,178 @@
+"""The official SLiM encoder (KAIST-VICLab/SLiM 2b8bb41): SwiGLU, the cls positional slot, its key
+layout and both file formats, against a forward written here by hand from the official code's math."""
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastskel.methods.slim import SLiM, SLiMConfig, load_slim_checkpoint, save_slim_hub
+from fastskel.methods.slim_checkpoint import fastskel_to_official, official_to_fastskel
+from fastskel.nn import SkeletonViT
+from fastskel.nn.transformer import SwiGLUFFN, swiglu_hidden
+
+pytest.importorskip("safetensors")
+
+
+def test_official_encoder_parameter_count():
+    enc = SkeletonViT(ffn="swiglu", cls_pos=True)
+    assert sum(p.numel() for p in enc.parameters()) == 6_368_768
+    assert enc.blocks[0].mlp.w12.weight.shape == (2 * 688, 256) and enc.blocks[0].mlp.w3.weight.shape == (256, 688)
+    assert sum(p.numel() for p in SkeletonViT().parameters()) == 6_332_928 + 0   # GELU MLP 1024, no cls slot
+
+
+def test_swiglu_formula():
+    assert swiglu_hidden(1024) == 688 and swiglu_hidden(64) == 48 and swiglu_hidden(10) == 8
+    torch.manual_seed(0)
+    f = SwiGLUFFN(6, 12)
+    x = torch.randn(3, 6)
+    h = f.hidden
+    w, b = f.w12.weight, f.w12.bias
+    a, g = x @ w[:h].T + b[:h], x @ w[h:].T + b[h:]
+    ref = (a * torch.sigmoid(a) * g) @ f.w3.weight.T + f.w3.bias
+    torch.testing.assert_close(f(x), ref)
+
+
+# ---------------------------------------------------------------- hand-written official forward
+def _official_state(dim, depth, heads, hidden, v, pt, regs, c=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s, std=0.2: torch.randn(*s, generator=g) * std  # noqa: E731
+    sd = {"cls_token": r(1, 1, dim, std=1.0), "pos_embed": r(1, 1 + v, dim, std=0.5),
+          "register_tokens": r(1, regs, dim, std=1.0), "mask_token": r(1, dim, std=1.0),
+          "patch_embed.proj.weight": r(dim, c, pt, 1, std=0.3), "patch_embed.proj.bias": r(dim),
+          "norm.weight": 1 + r(dim), "norm.bias": r(dim)}
+    for i in range(depth):
+        p = f"blocks.{i}."
+        sd.update({p + "norm1.weight": 1 + r(dim), p + "norm1.bias": r(dim),
+                   p + "attn.qkv.weight": r(3 * dim, dim), p + "attn.qkv.bias": r(3 * dim),
+                   p + "attn.proj.weight": r(dim, dim), p + "attn.proj.bias": r(dim),
+                   p + "norm2.weight": 1 + r(dim), p + "norm2.bias": r(dim),
+                   p + "mlp.w12.weight": r(2 * hidden, dim), p + "mlp.w12.bias": r(2 * hidden),
+                   p + "mlp.w3.weight": r(dim, hidden), p + "mlp.w3.bias": r(dim)})
+    return sd
+
+
+def _official_forward(sd, x, heads, depth, regs, pt, masks=None):
+    """Official math: x (B, C, T, V, M) → (B·M, C, T, V); Conv2d (P_T, 1) patches; mask token on
+    the projection; + pos_embed[1:] per joint; cls + pos_embed[0]; registers after cls; blocks with
+    temporal RoPE on patch tokens (rotate-half, base 1e4, cos/sin of cat(freqs, freqs)); SwiGLU."""
+    b_, c, t, v, m = x.shape
+    x = x.permute(0, 4, 1, 2, 3).reshape(b_ * m, c, t, v)
+    b = x.shape[0]
+    z = F.conv2d(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=(pt, 1))
+    z = z.flatten(2).transpose(1, 2)
+    if masks is not None:
+        z = torch.where(masks[..., None], sd["mask_token"][None], z)
+    nt = t // pt
+    z = (z.reshape(b, nt, v, -1) + sd["pos_embed"][:, 1:][:, None]).flatten(1, 2)
+    cls = sd["cls_token"].expand(b, -1, -1) + sd["pos_embed"][:, :1]
+    z = torch.cat([cls, sd["register_tokens"].expand(b, -1, -1), z], 1)
+    dim = z.shape[-1]
+    hd = dim // heads
+    inv = 1.0 / (10000.0 ** (torch.arange(0, hd, 2).float() / hd))
+    fr = torch.arange(nt).float()[:, None] * inv[None]
+    emb = torch.cat([fr, fr], -1).repeat_interleave(v, 0)              # (N, hd)
+    cos, sin = emb.cos()[None, :, None], emb.sin()[None, :, None]
+
+    def rot(q):
+        q1, q2 = q.chunk(2, -1)
+        return torch.cat([-q2, q1], -1)
+
+    def ln(u, k):
+        return F.layer_norm(u, (dim,), sd[k + ".weight"], sd[k + ".bias"], 1e-6)
+
+    for i in range(depth):
+        p = f"blocks.{i}."
+        h = ln(z, p + "norm1")
+        n = h.shape[1]
+        qkv = (h @ sd[p + "attn.qkv.weight"].T + sd[p + "attn.qkv.bias"]).reshape(b, n, 3, heads, hd)
+        q, k, vv = qkv.unbind(2)                                        # (B, N, H, hd)
+        g = 1 + regs
+        q = torch.cat([q[:, :g], q[:, g:] * cos + rot(q[:, g:]) * sin], 1)
+        k = torch.cat([k[:, :g], k[:, g:] * cos + rot(k[:, g:]) * sin], 1)
+        att = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)
+        o = torch.einsum("bhqk,bkhd->bqhd", att.softmax(-1), vv).reshape(b, n, dim)
+        z = z + o @ sd[p + "attn.proj.weight"].T + sd[p + "attn.proj.bias"]
+        h = ln(z, p + "norm2")
+        a12 = h @ sd[p + "mlp.w12.weight"].T + sd[p + "mlp.w12.bias"]
+        a, gg = a12.chunk(2, -1)
+        z = z + (F.silu(a) * gg) @ sd[p + "mlp.w3.weight"].T + sd[p + "mlp.w3.bias"]
+    return ln(z, "norm")
+
+
+TINY = dict(dim=16, depth=2, heads=2, mlp=24, v=25, pt=8, regs=4)
+
+
+def _tiny_vit():
+    c = TINY
+    return SkeletonViT(num_joints=c["v"], frames_per_patch=c["pt"], dim=c["dim"], depth=c["depth"], heads=c["heads"],
+                       mlp_dim=c["mlp"], num_registers=c["regs"], ffn="swiglu", cls_pos=True)
+
+
+@pytest.mark.parametrize("frames", [64, 32, 8])
+@pytest.mark.parametrize("masked", [False, True])
+def test_official_layout_loads_and_reproduces_tokens(frames, masked):
+    c = TINY
+    sd = _official_state(c["dim"], c["depth"], c["heads"], swiglu_hidden(c["mlp"]), c["v"], c["pt"], c["regs"])
+    enc = _tiny_vit().eval()
+    res = load_slim_checkpoint(enc, {"teacher": {f"backbone.{k}": t for k, t in sd.items()}})
+    assert not res.missing and len(res.loaded) == len(enc.state_dict())
+    x = torch.randn(2, 3, frames, c["v"], 2, generator=torch.Generator().manual_seed(frames))
+    n = (frames // c["pt"]) * c["v"]
+    mask = (torch.rand(4, n, generator=torch.Generator().manual_seed(1)) < 0.5) if masked else None
+    ref = _official_forward(sd, x, c["heads"], c["depth"], c["regs"], c["pt"], mask)
+    got = enc(x.permute(0, 4, 1, 2, 3).reshape(4, 3, frames, c["v"]), mask)
+    assert ref.abs().max() > 0.1
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)
+
+
+def test_round_trip_fastskel_hub_fastskel(tmp_path):
+    torch.manual_seed(0)
+    a, b = _tiny_vit(), _tiny_vit()
+    save_slim_hub(a, tmp_path / "hub")
+    cfg = json.loads((tmp_path / "hub" / "config.json").read_text())
+    assert cfg["ffn_layer"] == "swiglufused" and cfg["patch_size"] == [8, 1] and cfg["num_register_tokens"] == 4
+    for src in (tmp_path / "hub", tmp_path / "hub" / "model.safetensors"):
+        load_slim_checkpoint(b, src)
+        for k, v in a.state_dict().items():
+            assert torch.equal(v, b.state_dict()[k]), k
+    mapped, ignored = official_to_fastskel(fastskel_to_official(a))
+    assert not ignored and set(mapped) == set(a.state_dict())
+
+
+def test_export_encoder_pth_into_slim_teacher_and_student(tmp_path):
+    cfg = SLiMConfig(dim=16, depth=2, heads=2, mlp_dim=24, num_registers=4, num_prototypes=32, head_hidden_dim=16,
+                     head_bottleneck_dim=8)
+    m = SLiM(cfg)
+    src = _tiny_vit()
+    payload = {"teacher": {f"backbone.{k}": v for k, v in fastskel_to_official(src).items()}, "note": "x"}
+    payload["teacher"]["dino_head.mlp.0.weight"] = torch.zeros(2, 2)
+    torch.save(payload, tmp_path / "enc.pth")
+    res = load_slim_checkpoint(m, tmp_path / "enc.pth")
+    assert any("dino_head" in k for k in res.ignored) and not res.missing
+    for enc in (m.student["encoder"], m.teacher["encoder"]):
+        torch.testing.assert_close(enc.joint_embed, src.joint_embed, rtol=0, atol=0)
+
+
+def test_load_errors_name_the_key(tmp_path):
+    sd = fastskel_to_official(_tiny_vit())
+    bad = dict(sd)
+    bad["blocks.0.mlp.w3.weight"] = torch.zeros(3, 3)
+    with pytest.raises(ValueError, match="blocks.0.mlp.w3.weight"):
+        load_slim_checkpoint(_tiny_vit(), bad)
+    short = {k: v for k, v in sd.items() if k != "norm.bias"}
+    with pytest.raises(ValueError, match="norm.bias"):
+        load_slim_checkpoint(_tiny_vit(), short)
+    res = load_slim_checkpoint(_tiny_vit(), short, strict=False)
+    assert res.missing == ["norm.bias"]
+    save_slim_hub(_tiny_vit(), tmp_path / "h")
+    cfg = json.loads((tmp_path / "h" / "config.json").read_text())
+    cfg["num_register_tokens"] = 2
+    (tmp_path / "h" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="num_register_tokens"):
+        load_slim_checkpoint(_tiny_vit(), tmp_path / "h")
+    assert any("num_register_tokens" in s for s in load_slim_checkpoint(_tiny_vit(), tmp_path / "h", strict=False)
+               .config_mismatches)
+    with pytest.raises(TypeError, match="model"):
+        load_slim_checkpoint(torch.nn.Linear(2, 2), sd)
