@@ -28,7 +28,8 @@ def _one_thread():
 
 TINY = dict(dim=32, depth=2, heads=4, mlp_dim=64, num_registers=2, num_prototypes=64, head_hidden_dim=48,
             head_bottleneck_dim=16, frames=16, local_frames=(8,), local_scales=((0.15, 0.4),),
-            local_crops=1, freeze_last_layer_epochs=0, epochs=1)
+            local_crops=1, freeze_last_layer_epochs=0, epochs=1,
+            pretrain_bodies="all", center_joint=None)     # these tests pin the every-body path, root-centred
 
 
 def tiny(**kw):

@@ -176,3 +176,49 @@ def test_load_errors_name_the_key(tmp_path):
                .config_mismatches)
     with pytest.raises(TypeError, match="model"):
         load_slim_checkpoint(torch.nn.Linear(2, 2), sd)
+
+
+# ---------------------------------------------------------------- SLiMConfig.official()
+def test_official_recipe_items():
+    c = SLiMConfig.official()
+    assert (c.ffn, c.cls_pos, c.center_joint, c.pretrain_bodies) == ("swiglu", True, 1, "one")
+    assert c.local_mask_prob == 1.0 and c.mask_ratio == (0.5, 0.9) and c.clip_grad == 3.0
+    assert c.lr == pytest.approx(2e-4 * math.sqrt(768 / 1024)) and c.batch_size == 768 and c.epochs == 150
+    assert c.token_weight_decay and c.freeze_last_layer_epochs == 1 and c.weight_decay == 0.04
+    assert SLiMConfig.official(lr=1e-3).lr == 1e-3
+    d = SLiMConfig()                       # the paper where it speaks, the code where it is silent
+    assert (d.ffn, d.cls_pos, d.center_joint, d.pretrain_bodies) == ("swiglu", True, 1, "one")
+    assert d.local_mask_prob == 0.5 and d.lr == 2e-4 and not d.token_weight_decay
+    m = SLiM(SLiMConfig.official(dim=16, depth=1, heads=2, mlp_dim=24, num_prototypes=32, head_hidden_dim=16,
+                                 head_bottleneck_dim=8))
+    assert m.no_weight_decay() == [] and "cls_pos_embed" in SLiM(SLiMConfig(
+        dim=16, depth=1, heads=2, mlp_dim=24, num_prototypes=32, head_hidden_dim=16, head_bottleneck_dim=8)
+    ).no_weight_decay()
+    with pytest.raises(ValueError, match="center_joint"):
+        SLiMConfig(center_joint=25)
+    with pytest.raises(ValueError, match="pretrain_bodies"):
+        SLiMConfig(pretrain_bodies="two")
+
+
+def test_one_random_valid_body_per_clip_centred_on_joint_1():
+    cfg = SLiMConfig.official(dim=16, depth=1, heads=2, mlp_dim=24, num_registers=2, num_prototypes=32,
+                              head_hidden_dim=16, head_bottleneck_dim=8, frames=16, local_frames=(8,),
+                              local_scales=((0.2, 0.5),), local_crops=1)
+    m = SLiM(cfg)
+    seen = {}
+    views = m._views
+
+    def spy(bodies, L, generator):
+        seen["bodies"] = bodies
+        return views(bodies, L, generator)
+
+    m._views = spy
+    x = torch.randn(3, 3, 16, 25, 2)
+    x[0, ..., 0] = 0                      # clip 0: only the second body is present
+    x[2, ..., 1] = 0
+    out = m(x, generator=torch.Generator().manual_seed(0))
+    assert int(out["bodies"]) == 3
+    b = seen["bodies"]
+    assert b.shape[0] == 3 and bool(b.flatten(1).ne(0).any(1).all())
+    torch.testing.assert_close(b[0], x[0, ..., 1] - x[0, :, :1, 1:2, 1])            # body 1 − its joint 1 at frame 0
+    assert b[:, :, 0, 1].abs().max() == 0

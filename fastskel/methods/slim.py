@@ -120,6 +120,8 @@ class SLiMConfig:
     symmetrize: bool = True
     skip_empty_bodies: bool = True
     center: bool = True
+    center_joint: Optional[int] = 1
+    pretrain_bodies: str = "one"
     # skeleton-aware augmentations
     aug_prob: float = 0.5
     rotate_vertical_deg: float = 180.0
@@ -172,6 +174,7 @@ class SLiMConfig:
     optimizer: str = "adamw"
     betas: Tuple[float, float] = (0.9, 0.999)
     clip_grad: Optional[float] = 3.0
+    token_weight_decay: bool = False
 
     # ``fastskel pretrain slim --preset small``: a CPU demo size (not a paper recipe)
     PRESETS: ClassVar[Dict[str, Dict[str, Any]]] = {
@@ -179,7 +182,17 @@ class SLiMConfig:
                       heads=4, mlp_dim=128, num_registers=2, num_prototypes=1024, head_hidden_dim=256,
                       head_bottleneck_dim=64, epochs=15, batch_size=32, lr=1e-3, min_lr=1e-5, warmup_epochs=2,
                       warmup_teacher_temp_epochs=3, momentum_teacher=0.99),
+        # the official code's choices (see the module docstring's table)
+        "official": dict(ffn="swiglu", cls_pos=True, center_joint=1, pretrain_bodies="one", local_mask_prob=1.0,
+                         mask_ratio=(0.5, 0.9), lr=2e-4 * math.sqrt(768 / 1024), token_weight_decay=True,
+                         clip_grad=3.0, freeze_last_layer_epochs=1, batch_size=768, epochs=150),
     }
+
+    @classmethod
+    def official(cls, **overrides: Any) -> "SLiMConfig":
+        """The official code's recipe (KAIST-VICLab/SLiM 2b8bb41, ``slim_ntu60_xsub.yaml``) as far as
+        fastskel implements it; see the table in the module docstring for what differs and why."""
+        return cls(**{**cls.PRESETS["official"], **overrides})
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "num_joints", "frames", "local_crops", "frames_per_patch", "dim", "depth",
@@ -216,6 +229,12 @@ class SLiMConfig:
             raise ValueError(f"momentum_teacher: expected a value in [0, 1], got {self.momentum_teacher}")
         chk.choice(self.head_impl, "head_impl", HEAD_IMPLS)
         chk.choice(self.encode_with, "encode_with", ("teacher", "student"))
+        chk.choice(self.ffn, "ffn", ("mlp", "swiglu"))
+        chk.choice(self.pretrain_bodies, "pretrain_bodies", ("one", "all"))
+        if self.center_joint is not None:
+            chk.integer(self.center_joint, "center_joint", 0)
+            if self.center_joint >= self.num_joints:
+                raise ValueError(f"center_joint: expected a joint in [0, {self.num_joints}), got {self.center_joint}")
         chk.choice(self.optimizer, "optimizer", ("adamw", "adam", "sgd"))
         if self.chunk_size is not None:
             chk.integer(self.chunk_size, "chunk_size", 1)
@@ -305,6 +324,8 @@ class SLiM(BackendMixin, nn.Module):
     # -- utilities ------------------------------------------------------------------
     def no_weight_decay(self) -> List[str]:
         """Parameters without weight decay (timm convention), read by the engine's param groups."""
+        if self.config.token_weight_decay:          # official SLiM / DINOv2: tokens are decayed
+            return []
         return ["joint_embed", "cls_token", "register_tokens", "mask_token", "cls_pos_embed"]
 
     def train(self, mode: bool = True) -> "SLiM":
@@ -375,7 +396,7 @@ class SLiM(BackendMixin, nn.Module):
             nz = x.ne(0).any(1).any(-1).any(-1)                             # (N, T)
             L = (nz.long() * torch.arange(1, t + 1, device=x.device)).amax(1)
         if cfg.center:
-            root = self.graph.center
+            root = self.graph.center if cfg.center_joint is None else cfg.center_joint
             present = x.ne(0).any(1, keepdim=True).any(3, keepdim=True)        # (N, 1, T, 1, M)
             x = (x - x[:, :, :1, root:root + 1, :1]) * present.to(x.dtype)
         bodies = _bodies(x)
@@ -456,6 +477,15 @@ class SLiM(BackendMixin, nn.Module):
                 generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
         cfg = self.config
         bodies, L, valid = self._actions(x, lengths)
+        if cfg.pretrain_bodies == "one":            # one random non-empty body per clip (official), on device
+            n = x.shape[0]
+            score = torch.where(valid.view(n, -1), _rand(valid.view(n, -1).shape, generator, bodies.device), -1.0)
+            pick = score.argmax(1) + torch.arange(n, device=bodies.device) * score.shape[1]
+            bodies, L, valid = bodies[pick], L[pick], valid[pick]
+            if cfg.center:                          # each chosen body on its own root at frame 0
+                root = self.graph.center if cfg.center_joint is None else cfg.center_joint
+                present = bodies.ne(0).any(1, keepdim=True).any(3, keepdim=True)
+                bodies = (bodies - bodies[:, :, :1, root:root + 1]) * present.to(bodies.dtype)
         if cfg.skip_empty_bodies:
             bodies, L = bodies[valid], L[valid]
             if bodies.shape[0] == 0:
