@@ -222,3 +222,22 @@ def test_one_random_valid_body_per_clip_centred_on_joint_1():
     assert b.shape[0] == 3 and bool(b.flatten(1).ne(0).any(1).all())
     torch.testing.assert_close(b[0], x[0, ..., 1] - x[0, :, :1, 1:2, 1])            # body 1 − its joint 1 at frame 0
     assert b[:, :, 0, 1].abs().max() == 0
+
+
+def test_cli_eval_takes_official_files(tmp_path, capsys):
+    from fastskel.cli import main
+    from fastskel.engine.evaluate import load_method
+
+    torch.manual_seed(0)
+    enc = SkeletonViT(dim=16, depth=1, heads=2, mlp_dim=24, num_registers=4, ffn="swiglu", cls_pos=True)
+    save_slim_hub(enc, tmp_path / "hub")
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in fastskel_to_official(_tiny_vit()).items()}},
+               tmp_path / "enc.pth")
+    m, st = load_method(tmp_path / "hub")
+    assert st["method"] == "slim" and m.config.ffn == "swiglu" and m.config.dim == 16
+    torch.testing.assert_close(m.teacher["encoder"].joint_embed, enc.joint_embed, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="patch_embed.weight"):   # a .pth is built vit_tiny-shaped
+        load_method(tmp_path / "enc.pth")
+    assert main(["eval", "knn", "--checkpoint", str(tmp_path / "hub" / "model.safetensors"), "--data",
+                 "synthetic:num_samples=60", "--out", str(tmp_path / "ev")]) == 0
+    assert "knn top-1" in capsys.readouterr().out

@@ -58,11 +58,29 @@ class SLiMLoadResult(NamedTuple):
 
 def _safetensors_load(path: Path) -> Dict[str, torch.Tensor]:
     try:
+        from safetensors import safe_open
         from safetensors.torch import load_file
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(f"checkpoint {path}: reading .safetensors needs `pip install safetensors` "
                           "(or `pip install fastskel[slim]`)") from e
-    return load_file(str(path))
+    state: Dict[str, Any] = dict(load_file(str(path)))
+    with safe_open(str(path), framework="pt") as f:
+        meta = (f.metadata() or {}).get("fastskel")
+    if meta:
+        state["<fastskel-shape>"] = json.loads(meta)
+    return state
+
+
+def file_shape(path: Union[str, os.PathLike]) -> Optional[Dict[str, int]]:
+    """The encoder shape fastskel's hub writer recorded in a model.safetensors (None for official files)."""
+    p = Path(path)
+    p = p / WEIGHTS_NAME if p.is_dir() else p
+    if p.suffix != ".safetensors" or not p.is_file():
+        return None
+    from safetensors import safe_open
+    with safe_open(str(p), framework="pt") as f:
+        meta = (f.metadata() or {}).get("fastskel")
+    return json.loads(meta) if meta else None
 
 
 def read_official_checkpoint(checkpoint: Union[str, os.PathLike, Mapping[str, Any]]
@@ -153,22 +171,32 @@ def fastskel_to_official(encoder: SkeletonViT) -> Dict[str, torch.Tensor]:
 
 
 def official_hub_config(encoder: SkeletonViT) -> Dict[str, Any]:
-    """``config.json`` of the official hub format for ``encoder`` (``slim/hub.py`` DEFAULT_CONFIG keys)."""
+    """``config.json`` of the official hub format for ``encoder``: only ``slim/hub.py``'s
+    DEFAULT_CONFIG keys (its reader passes every key to ``vit_tiny``, which fixes width 256, depth 8,
+    heads 8, mlp_ratio 4, so other keys would break it; fastskel records those in the safetensors
+    metadata instead, see :func:`encoder_shape`)."""
     qkv = encoder.blocks[0].attn.qkv.bias is not None if len(encoder.blocks) else True
     return {"arch": "vit_tiny", "img_size": [64, encoder.num_joints],
             "patch_size": [encoder.frames_per_patch, encoder.joints_per_patch], "in_chans": encoder.in_channels,
             "num_register_tokens": encoder.num_registers,
             "ffn_layer": "swiglufused" if encoder.ffn == "swiglu" else "mlp", "block_chunks": 0,
-            "qkv_bias": qkv, "proj_bias": True, "ffn_bias": True, "init_values": 0.0,
-            "embed_dim": encoder.dim, "depth": len(encoder.blocks),
-            "num_heads": encoder.blocks[0].attn.heads if len(encoder.blocks) else 0}
+            "qkv_bias": qkv, "proj_bias": True, "ffn_bias": True, "init_values": 0.0}
 
 
-def _config_mismatches(config: Mapping[str, Any], encoder: SkeletonViT) -> List[str]:
-    """Names of ``config.json`` entries that contradict ``encoder`` (unknown / absent entries pass)."""
+def encoder_shape(encoder: SkeletonViT) -> Dict[str, int]:
+    """Width, depth, heads, nominal MLP width (vit_tiny: 256, 8, 8, 1024)."""
+    heads = encoder.blocks[0].attn.heads if len(encoder.blocks) else 0
+    return {"dim": encoder.dim, "depth": len(encoder.blocks), "heads": heads, "mlp_dim": encoder.mlp_dim}
+
+
+VIT_TINY = {"dim": 256, "depth": 8, "heads": 8, "mlp_dim": 1024}
+
+
+def _config_mismatches(config: Mapping[str, Any], encoder: SkeletonViT,
+                       shape: Optional[Mapping[str, int]] = None) -> List[str]:
+    """Names of ``config.json`` entries that contradict ``encoder`` (absent entries pass). ``shape``:
+    the width/depth/heads/mlp of the file (fastskel metadata), else vit_tiny's when arch is vit_tiny."""
     own = official_hub_config(encoder)
-    if config.get("arch", "vit_tiny") == "vit_tiny":          # vit_tiny fixes the width, depth and heads
-        config = {"embed_dim": 256, "depth": 8, "num_heads": 8, **config}
     bad = []
     for key, want in own.items():
         if key not in config or key in ("img_size", "block_chunks", "arch"):
@@ -178,10 +206,15 @@ def _config_mismatches(config: Mapping[str, Any], encoder: SkeletonViT) -> List[
             got = "swiglufused" if got in ("swiglu", "swiglufused") else got
         if key == "init_values":
             got, want = float(got or 0.0), 0.0
-        if list(got) != list(want) if isinstance(want, list) else got != want:
+        if (list(got) != list(want)) if isinstance(want, list) else (got != want):
             bad.append(f"{key} (config.json {config[key]!r}, model {want!r})")
     if "img_size" in config and list(config["img_size"])[1:] != [encoder.num_joints]:
         bad.append(f"img_size (config.json {config['img_size']!r}, model joints {encoder.num_joints})")
+    if shape is None and config.get("arch", "vit_tiny") == "vit_tiny":
+        shape = VIT_TINY
+    for k, v in (shape or {}).items():
+        if encoder_shape(encoder).get(k) != int(v):
+            bad.append(f"{k} (config.json {config.get('arch', 'vit_tiny')!r}: {v}, model {encoder_shape(encoder)[k]})")
     return bad
 
 
@@ -207,9 +240,10 @@ def load_slim_checkpoint(model: nn.Module, checkpoint: Union[str, os.PathLike, M
     """
     encoders = _encoders(model)
     state, config = read_official_checkpoint(checkpoint)
+    shape = state.pop("<fastskel-shape>", None)
     mapped, ignored = official_to_fastskel(state)
     own = encoders[0].state_dict()
-    mismatches = _config_mismatches(config, encoders[0]) if config else []
+    mismatches = _config_mismatches(config, encoders[0], shape) if config else []
     if strict and mismatches:
         raise ValueError(f"checkpoint config.json: contradicts the model's config: {', '.join(mismatches)}")
     use: Dict[str, torch.Tensor] = {}
@@ -249,7 +283,7 @@ def save_slim_hub(model: nn.Module, directory: Union[str, os.PathLike], which: s
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(json.dumps(official_hub_config(enc), indent=2))
-    save_file(fastskel_to_official(enc), str(out / WEIGHTS_NAME))
+    save_file(fastskel_to_official(enc), str(out / WEIGHTS_NAME), metadata={"fastskel": json.dumps(encoder_shape(enc))})
     return out
 
 

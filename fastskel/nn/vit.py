@@ -110,7 +110,7 @@ class SkeletonViT(nn.Module):
         self.in_channels, self.num_joints = in_channels, num_joints
         self.frames_per_patch, self.joints_per_patch = frames_per_patch, joints_per_patch
         self.dim, self.num_registers, self.rope_base = dim, num_registers, float(rope_base)
-        self.ffn, self.cls_pos = ffn, bool(cls_pos)
+        self.ffn, self.cls_pos, self.mlp_dim = ffn, bool(cls_pos), mlp_dim
         self.num_prefix_tokens = 1 + num_registers
         self.patch_embed = nn.Linear(frames_per_patch * joints_per_patch * in_channels, dim)
         self.joint_embed = nn.Parameter(torch.zeros(1, num_joints // joints_per_patch, dim))
