@@ -241,3 +241,41 @@ def test_cli_eval_takes_official_files(tmp_path, capsys):
     assert main(["eval", "knn", "--checkpoint", str(tmp_path / "hub" / "model.safetensors"), "--data",
                  "synthetic:num_samples=60", "--out", str(tmp_path / "ev")]) == 0
     assert "knn top-1" in capsys.readouterr().out
+
+
+def _tiny_official(**kw):
+    base = dict(dim=16, depth=1, heads=2, mlp_dim=24, num_registers=2, num_prototypes=32, head_hidden_dim=16,
+                head_bottleneck_dim=8, frames=16, local_frames=(8,), local_scales=((0.2, 0.5),), local_crops=2,
+                head_impl="reference")
+    return SLiMConfig.official(**{**base, **kw})
+
+
+def test_official_masking_and_cls_pairings():
+    c = SLiMConfig.official()
+    assert (c.global_mask_prob, c.local_pairs) == (0.5, "both")
+    m = SLiM(_tiny_official())
+    seen = {}
+    enc = m.student["encoder"]
+    fwd = enc.forward
+
+    def spy(x, mask=None):
+        seen.setdefault("masks", []).append(None if mask is None else mask.clone())
+        return fwd(x, mask)
+
+    enc.forward = spy
+    plc = m._prototype_loss
+    m._prototype_loss = lambda zs, ws, zt, wt, index, t: seen.setdefault("index", []).append(index) or plc(
+        zs, ws, zt, wt, index, t)
+    x = torch.randn(3, 3, 16, 25, 1)
+    m(x, generator=torch.Generator().manual_seed(0))
+    g_mask, l_mask = seen["masks"][0], seen["masks"][1]
+    assert g_mask.shape[0] == 6 and int(g_mask.any(1).sum()) == 3          # exactly half the 2B globals
+    assert bool(l_mask.any(1).all())                                       # every local view masked
+    cls_index = seen["index"][0]
+    b, locals_ = 3, 2 * 2 * 3                                              # 2 anchors × 2 crops × B
+    assert cls_index.numel() == 2 * b + 2 * locals_                        # globals swapped + locals × both
+    loc = cls_index[2 * b:]
+    assert torch.equal(loc[: locals_] // b, torch.zeros(locals_, dtype=torch.long))
+    assert torch.equal(loc[locals_:] // b, torch.ones(locals_, dtype=torch.long))
+    d = SLiM(_tiny_official(global_mask_prob=1.0, local_pairs="own", local_mask_prob=0.5))
+    assert d.config.global_mask_prob == 1.0 and SLiMConfig().local_pairs == "own"

@@ -132,6 +132,8 @@ class SLiMConfig:
     mask_min_area: float = 8.0
     mask_max_area: float = 0.5
     local_mask_prob: float = 0.5
+    global_mask_prob: float = 1.0
+    local_pairs: str = "own"
     # encoder
     frames_per_patch: int = 8
     dim: int = 256
@@ -184,6 +186,7 @@ class SLiMConfig:
                       warmup_teacher_temp_epochs=3, momentum_teacher=0.99),
         # the official code's choices (see the module docstring's table)
         "official": dict(ffn="swiglu", cls_pos=True, center_joint=1, pretrain_bodies="one", local_mask_prob=1.0,
+                         global_mask_prob=0.5, local_pairs="both",
                          mask_ratio=(0.5, 0.9), lr=2e-4 * math.sqrt(768 / 1024), token_weight_decay=True,
                          clip_grad=3.0, freeze_last_layer_epochs=1, batch_size=768, epochs=150),
     }
@@ -216,7 +219,8 @@ class SLiMConfig:
         if not 0 < lo <= hi:
             raise ValueError(f"bone_scale_range: expected 0 < lo <= hi, got {self.bone_scale_range}")
         self.bone_scale_range = (float(lo), float(hi))
-        for name in ("aug_prob", "local_mask_prob", "mask_max_area"):
+        chk.choice(self.local_pairs, "local_pairs", ("own", "both"))
+        for name in ("aug_prob", "local_mask_prob", "global_mask_prob", "mask_max_area"):
             v = getattr(self, name)
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"{name}: expected a probability/fraction in [0, 1], got {v}")
@@ -501,7 +505,16 @@ class SLiM(BackendMixin, nn.Module):
         with torch.no_grad():
             t_out = self.teacher["encoder"](glob[: n_a * b])                        # (A·B, 1+R+N, D)
         # student: masked global views, then the local views
-        g_mask = self._mask(2 * b, cfg.frames, 1.0, generator, dev)                 # (2B, N)
+        if cfg.global_mask_prob >= 1.0:
+            g_mask = self._mask(2 * b, cfg.frames, 1.0, generator, dev)            # (2B, N)
+        else:                                   # exactly round(p·2B) ≥ 1 random globals masked (DINOv2 collate)
+            k = max(1, int(round(cfg.global_mask_prob * 2 * b)))
+            chosen = _rand(2 * b, generator, dev).argsort().argsort() < k
+            table = self._tube_cache.get(dev)
+            if table is None:
+                table = self._tube_cache.setdefault(dev, self._tubes.to(dev))
+            g_mask = semantic_tube_mask(2 * b, cfg.time_blocks, table, cfg.mask_ratio, cfg.mask_min_area,
+                                        cfg.mask_max_area, apply=chosen, generator=generator, device=dev)
         s_glob = self.student["encoder"](glob, g_mask)
         s_cls = [s_glob[:, 0]]
         s_anchor = [torch.arange(2, device=dev).repeat_interleave(b)]               # anchor whose teacher it matches
@@ -509,9 +522,14 @@ class SLiM(BackendMixin, nn.Module):
         s_seq = [torch.arange(b, device=dev).repeat(2)]
         for views, anchor_ids in locals_:
             m = self._mask(views.shape[0], views.shape[2], cfg.local_mask_prob, generator, dev)
-            s_cls.append(self.student["encoder"](views, m)[:, 0])
+            cls_l = self.student["encoder"](views, m)[:, 0]
+            seq_l = torch.arange(b, device=dev).repeat(views.shape[0] // b)
+            if cfg.local_pairs == "both" and n_a == 2:     # every local vs both teacher globals (DINOLoss)
+                cls_l, seq_l = torch.cat([cls_l, cls_l]), torch.cat([seq_l, seq_l])
+                anchor_ids = torch.arange(2, device=dev).repeat_interleave(views.shape[0])
+            s_cls.append(cls_l)
             s_anchor.append(anchor_ids)
-            s_seq.append(torch.arange(b, device=dev).repeat(views.shape[0] // b))
+            s_seq.append(seq_l)
         s_cls_all, s_anchor_all, s_seq_all = torch.cat(s_cls), torch.cat(s_anchor), torch.cat(s_seq)
         keep = s_anchor_all < n_a                                                  # without symmetrize: anchor G1 only
         if not bool(keep.all()):
