@@ -279,3 +279,36 @@ def test_official_masking_and_cls_pairings():
     assert torch.equal(loc[locals_:] // b, torch.ones(locals_, dtype=torch.long))
     d = SLiM(_tiny_official(global_mask_prob=1.0, local_pairs="own", local_mask_prob=0.5))
     assert d.config.global_mask_prob == 1.0 and SLiMConfig().local_pairs == "own"
+
+
+def test_official_mask_rule_bounds_stratified_and_no_host_sync(monkeypatch):
+    from fastskel.graph import SkeletonGraph
+    from fastskel.methods.slim_masking import TubeTable, semantic_tube_mask
+
+    table = TubeTable(SkeletonGraph.get("ntu25"))
+    b = 40
+    m, rec = semantic_tube_mask(b, 8, table, (0.5, 0.9), 8.0, 0.5, stratified=True, return_tubes=True,
+                                generator=torch.Generator().manual_seed(0))
+    frac = m.float().mean(1)
+    assert frac.min() >= 0.5 - 1e-6 and frac.max() <= 0.9 + 1e-6
+    k = torch.arange(b)
+    srt = frac.sort().values                                                   # the k-th ratio in stratum k (± rounding)
+    assert bool((srt >= 0.5 + 0.4 * k / b - 0.0026).all() and (srt <= 0.5 + 0.4 * (k + 1) / b + 0.0026).all())
+    cfg = _tiny_official(frames=32, local_frames=(16, 8), local_scales=((0.3, 0.6), (0.1, 0.3)))
+    model = SLiM(cfg)
+    seen = []
+    import fastskel.methods.slim as slim_mod
+    real = slim_mod.semantic_tube_mask
+
+    def spy(batch, tb, table, ratio, lo_area, hi_area, **kw):
+        seen.append((tb, lo_area, hi_area, kw["stratified"], kw["sync"]))
+        return real(batch, tb, table, ratio, lo_area, hi_area, **kw)
+
+    monkeypatch.setattr(slim_mod, "semantic_tube_mask", spy)
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: (_ for _ in ()).throw(AssertionError("host sync")))
+    model._tube_mask(4, 4, None, None, torch.device("cpu"))
+    model._tube_mask(4, 1, None, None, torch.device("cpu"))
+    assert seen[0] == (4, 4.0, 1.0, True, False) and seen[1] == (1, 1.0, 1.0, True, False)   # A_min = T_b, A_max 100
+    model.config.frames = 64
+    model._tube_mask(2, 8, None, None, torch.device("cpu"))
+    assert seen[2][1:3] == (8.0, 0.5)                                        # 64 frames: A_min 8, A_max 100 = 0.5·200

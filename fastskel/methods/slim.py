@@ -133,6 +133,8 @@ class SLiMConfig:
     mask_max_area: float = 0.5
     local_mask_prob: float = 0.5
     global_mask_prob: float = 1.0
+    mask_rule: str = "paper"
+    mask_iters: int = 64
     local_pairs: str = "own"
     # encoder
     frames_per_patch: int = 8
@@ -186,7 +188,7 @@ class SLiMConfig:
                       warmup_teacher_temp_epochs=3, momentum_teacher=0.99),
         # the official code's choices (see the module docstring's table)
         "official": dict(ffn="swiglu", cls_pos=True, center_joint=1, pretrain_bodies="one", local_mask_prob=1.0,
-                         global_mask_prob=0.5, local_pairs="both",
+                         global_mask_prob=0.5, local_pairs="both", mask_rule="official",
                          mask_ratio=(0.5, 0.9), lr=2e-4 * math.sqrt(768 / 1024), token_weight_decay=True,
                          clip_grad=3.0, freeze_last_layer_epochs=1, batch_size=768, epochs=150),
     }
@@ -220,6 +222,8 @@ class SLiMConfig:
             raise ValueError(f"bone_scale_range: expected 0 < lo <= hi, got {self.bone_scale_range}")
         self.bone_scale_range = (float(lo), float(hi))
         chk.choice(self.local_pairs, "local_pairs", ("own", "both"))
+        chk.choice(self.mask_rule, "mask_rule", ("paper", "official"))
+        chk.integer(self.mask_iters, "mask_iters", 1)
         for name in ("aug_prob", "local_mask_prob", "global_mask_prob", "mask_max_area"):
             v = getattr(self, name)
             if not 0.0 <= float(v) <= 1.0:
@@ -446,14 +450,25 @@ class SLiM(BackendMixin, nn.Module):
     def _mask(self, batch: int, frames: int, prob: float, generator, device) -> Optional[torch.Tensor]:
         cfg = self.config
         apply = None if prob >= 1.0 else _bernoulli(batch, prob, generator, device)
-        if apply is not None and not bool(apply.any()):
-            return None
+        return self._tube_mask(batch, frames // cfg.frames_per_patch, apply, generator, device)
+
+    def _tube_mask(self, batch: int, time_blocks: int, apply, generator, device) -> torch.Tensor:
+        """Semantic tube masks of ``batch`` views; ``mask_rule`` "paper": A_min = ``mask_min_area``,
+        A_max = ``mask_max_area``·N, independent ratios; "official": A_min = T_b (8/4/2/1 tokens at
+        64/32/16/8 frames), A_max = 100 tokens, ratios stratified over the batch. No host sync
+        (``sync=False``: a fixed ``mask_iters`` tube iterations, then the exact single-token fill)."""
+        cfg = self.config
         table = self._tube_cache.get(device)
         if table is None:
             table = self._tube_cache.setdefault(device, self._tubes.to(device))
-        return semantic_tube_mask(batch, frames // cfg.frames_per_patch, table, cfg.mask_ratio,
-                                  cfg.mask_min_area, cfg.mask_max_area, apply=apply, generator=generator,
-                                  device=device)
+        if cfg.mask_rule == "official":
+            n = time_blocks * cfg.num_joints
+            lo_area, hi_area, strat = float(time_blocks), min(1.0, 100.0 / n), True
+        else:
+            lo_area, hi_area, strat = cfg.mask_min_area, cfg.mask_max_area, False
+        return semantic_tube_mask(batch, time_blocks, table, cfg.mask_ratio, lo_area, hi_area, apply=apply,
+                                  generator=generator, device=device, stratified=strat, sync=False,
+                                  max_iters=cfg.mask_iters)
 
     # -- prototype objectives ------------------------------------------------------------------
     def _prototype_loss(self, zs: torch.Tensor, ws: torch.Tensor, zt: torch.Tensor, wt: torch.Tensor,
@@ -510,11 +525,7 @@ class SLiM(BackendMixin, nn.Module):
         else:                                   # exactly round(p·2B) ≥ 1 random globals masked (DINOv2 collate)
             k = max(1, int(round(cfg.global_mask_prob * 2 * b)))
             chosen = _rand(2 * b, generator, dev).argsort().argsort() < k
-            table = self._tube_cache.get(dev)
-            if table is None:
-                table = self._tube_cache.setdefault(dev, self._tubes.to(dev))
-            g_mask = semantic_tube_mask(2 * b, cfg.time_blocks, table, cfg.mask_ratio, cfg.mask_min_area,
-                                        cfg.mask_max_area, apply=chosen, generator=generator, device=dev)
+            g_mask = self._tube_mask(2 * b, cfg.time_blocks, chosen, generator, dev)
         s_glob = self.student["encoder"](glob, g_mask)
         s_cls = [s_glob[:, 0]]
         s_anchor = [torch.arange(2, device=dev).repeat_interleave(b)]               # anchor whose teacher it matches
