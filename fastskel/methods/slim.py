@@ -47,9 +47,47 @@ Decisions where the paper is silent (DINOv2/iBOT defaults, see also the config d
 student's masked global views also serve GLCL (STM's dual role, §3.3); losses are means over terms
 (Eq. 4/6 are written as sums); the prototypes' norms are frozen at 1 and the last layer gets zero
 gradient for the first ``freeze_last_layer_epochs`` (DINO); the teacher evaluates. Limitations:
-the tube-mask loop is one small kernel batch per tube (~50–80 iterations for a 64-frame view;
-host-synchronising every 4 iterations); the materialised ``"reference"`` heads are
-single-process.
+the tube-mask loop is one small kernel batch per tube (~20 tubes per 64-frame view on average;
+no host synchronisation: a fixed ``mask_iters`` = 64, then the exact fill); the materialised
+``"reference"`` heads are single-process.
+
+Paper, official code (KAIST-VICLab/SLiM 2b8bb41), ``SLiMConfig()`` and ``SLiMConfig.official()``
+(``--preset official``). "=" means the same as the column to its left.
+
+======================  =========================  ===============================  =====================  ====================
+item                    paper (seed 002)           official code                    fastskel default       fastskel official()
+======================  =========================  ===============================  =====================  ====================
+FFN                     silent ("MLP")             SwiGLU 688 (w12 | w3)            SwiGLU (code)          =
+cls positional slot     silent                     pos_embed[:, 0] on cls           yes (code)             =
+centring                silent                     joint 1 (SpineMid), frame 0      joint 1 (code)         =
+pretraining bodies      silent                     one random valid body per clip   one (code)             =
+global views masked     all (STM on globals)       50 % of 2B (exact count)         all (paper)            50 % exact count
+local views masked      p = 0.5                    all                              p = 0.5 (paper)        all
+mask A_min / A_max      8 / 0.5·N                  T_b (8/4/2/1) / 100 tokens       paper                  code
+mask ratios             U[0.5, 0.9]                U[0.5, 0.9] stratified over B    independent (paper)    stratified
+mask retries            exact count (Alg. 1)       ≤ 10 tries, may fall short       exact count            exact count (differs)
+cls loss pairs          local vs its anchor        locals vs both globals (DINO)    own anchor (paper)     both, mean of 18B
+patch loss normaliser   per masked view            ÷ all 2B globals                 ÷ 2B (as the code)     =
+lr                      2e-4                       2e-4·sqrt(batch/1024)            2e-4 (paper)           1.73e-4 at 768
+tokens weight decay     silent                     decayed                          exempt (timm)          decayed
+grad clip / freeze      silent                     3.0 / last layer 1 epoch         3.0 / 1 epoch          =
+NOT YET in fastskel:
+views per global        2 × (32, 16, 8)            1×32, 2×16, 1×8; random frames   paper                  paper (differs)
+augmentation            yaw ±180°, tilt ±30°, 5    flip → bone scale (3) → rot      paper                  paper (differs)
+                        part factors               ±0.3 rad/axis + noise
+weight decay            silent                     cosine 0.04 → 0.2                0.04 constant          0.04 (differs)
+patch-embed lr          silent                     × 0.2                            × 1                    × 1 (differs)
+epoch                   silent                     1,250 iterations                 one dataset pass       one pass (differs)
+prototype gain          silent                     trained (DINOv2 head; file not   frozen at 1            frozen (differs)
+                                                   in the stored index, unchecked)
+evaluation              cls, last block            last 1/4 cls ± mean patch, lr    cls mean over bodies   = (differs)
+                                                   grid; kNN [cls|patch]; summed
+======================  =========================  ===============================  =====================  ====================
+
+The official bone scaling rebuilds joints in index order, so joints 2, 4, 8 (children of joint 20)
+read an unset parent (with s = 1 it moves 14 joints by up to 0.38 m); fastskel's exact
+parent-order rebuild is kept in both configs. Official weights: :func:`load_slim_checkpoint`
+(hub folder, ``model.safetensors``, ``export_encoder`` ``.pth``), :func:`save_slim_hub`.
 """
 from __future__ import annotations
 
