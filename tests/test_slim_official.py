@@ -312,3 +312,27 @@ def test_official_mask_rule_bounds_stratified_and_no_host_sync(monkeypatch):
     model.config.frames = 64
     model._tube_mask(2, 8, None, None, torch.device("cpu"))
     assert seen[2][1:3] == (8.0, 0.5)                                        # 64 frames: A_min 8, A_max 100 = 0.5·200
+
+
+def test_official_optimisation_lr_scale_and_weight_decay_cosine():
+    from fastskel.engine.schedule import WarmupCosine, build_optimizer
+
+    c = SLiMConfig.official()
+    assert (c.weight_decay, c.weight_decay_end, c.patch_embed_lr_mult) == (0.04, 0.2, 0.2)
+    assert SLiMConfig().weight_decay_end is None and SLiMConfig().patch_embed_lr_mult == 1.0
+    m = SLiM(_tiny_official())
+    opt = build_optimizer(m, "adamw", 1e-3, 0.04)
+    pe = {id(p) for p in m.student["encoder"].patch_embed.parameters()}
+    for g in opt.param_groups:
+        ids = {id(p) for p in g["params"]}
+        assert (ids <= pe) == (g.get("lr_scale", 1.0) == 0.2) and (not ids & pe or ids <= pe)
+    tok = id(m.student["encoder"].cls_token)
+    assert any(tok in {id(p) for p in g["params"]} and g["weight_decay"] == 0.04 for g in opt.param_groups)
+    sch = WarmupCosine(opt, 100, 10, 1e-3, 1e-6, wd_end=0.2)
+    sch.step()
+    g_pe = next(g for g in opt.param_groups if g.get("lr_scale") == 0.2 and g["weight_decay"] > 0)
+    assert g_pe["lr"] == pytest.approx(0.2 * 1e-4) and g_pe["weight_decay"] == pytest.approx(0.04)
+    for _ in range(50):
+        sch.step()
+    assert g_pe["weight_decay"] == pytest.approx(0.04 + (0.2 - 0.04) * 0.5 * (1 - math.cos(math.pi * 50 / 100)))
+    assert all(g["weight_decay"] == 0.0 for g in opt.param_groups if g["wd_base"] == 0.0)

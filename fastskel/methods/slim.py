@@ -71,12 +71,12 @@ patch loss normaliser   per masked view            ÷ all 2B globals            
 lr                      2e-4                       2e-4·sqrt(batch/1024)            2e-4 (paper)           1.73e-4 at 768
 tokens weight decay     silent                     decayed                          exempt (timm)          decayed
 grad clip / freeze      silent                     3.0 / last layer 1 epoch         3.0 / 1 epoch          =
+weight decay            silent                     cosine 0.04 → 0.2                0.04 constant          cosine 0.04 → 0.2
+patch-embed lr          silent                     × 0.2                            × 1                    × 0.2
 NOT YET in fastskel:
 views per global        2 × (32, 16, 8)            1×32, 2×16, 1×8; random frames   paper                  paper (differs)
 augmentation            yaw ±180°, tilt ±30°, 5    flip → bone scale (3) → rot      paper                  paper (differs)
                         part factors               ±0.3 rad/axis + noise
-weight decay            silent                     cosine 0.04 → 0.2                0.04 constant          0.04 (differs)
-patch-embed lr          silent                     × 0.2                            × 1                    × 1 (differs)
 epoch                   silent                     1,250 iterations                 one dataset pass       one pass (differs)
 prototype gain          silent                     trained (DINOv2 head; file not   frozen at 1            frozen (differs)
                                                    in the stored index, unchecked)
@@ -217,6 +217,8 @@ class SLiMConfig:
     betas: Tuple[float, float] = (0.9, 0.999)
     clip_grad: Optional[float] = 3.0
     token_weight_decay: bool = False
+    weight_decay_end: Optional[float] = None
+    patch_embed_lr_mult: float = 1.0
 
     # ``fastskel pretrain slim --preset small``: a CPU demo size (not a paper recipe)
     PRESETS: ClassVar[Dict[str, Dict[str, Any]]] = {
@@ -228,7 +230,8 @@ class SLiMConfig:
         "official": dict(ffn="swiglu", cls_pos=True, center_joint=1, pretrain_bodies="one", local_mask_prob=1.0,
                          global_mask_prob=0.5, local_pairs="both", mask_rule="official",
                          mask_ratio=(0.5, 0.9), lr=2e-4 * math.sqrt(768 / 1024), token_weight_decay=True,
-                         clip_grad=3.0, freeze_last_layer_epochs=1, batch_size=768, epochs=150),
+                         clip_grad=3.0, freeze_last_layer_epochs=1, batch_size=768, epochs=150,
+                         weight_decay_end=0.2, patch_embed_lr_mult=0.2),
     }
 
     @classmethod
@@ -266,7 +269,7 @@ class SLiMConfig:
             v = getattr(self, name)
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"{name}: expected a probability/fraction in [0, 1], got {v}")
-        for name in ("student_temp", "teacher_temp", "warmup_teacher_temp", "lr"):
+        for name in ("student_temp", "teacher_temp", "warmup_teacher_temp", "lr", "patch_embed_lr_mult"):
             chk.positive_float(float(getattr(self, name)), name)
         for name in ("mfm_weight", "glcl_weight", "koleo_weight", "min_lr", "weight_decay", "mask_min_area",
                      "rotate_vertical_deg", "rotate_tilt_deg"):
@@ -373,6 +376,12 @@ class SLiM(BackendMixin, nn.Module):
         if self.config.token_weight_decay:          # official SLiM / DINOv2: tokens are decayed
             return []
         return ["joint_embed", "cls_token", "register_tokens", "mask_token", "cls_pos_embed"]
+
+    def lr_scales(self) -> Dict[str, float]:
+        """Per-parameter lr multipliers (name prefix → scale), read by the engine's param groups:
+        the official code trains the patch embedding at ``patch_embed_lr_mult`` (0.2) × lr."""
+        m = float(self.config.patch_embed_lr_mult)
+        return {} if m == 1.0 else {"student.encoder.patch_embed.": m}
 
     def train(self, mode: bool = True) -> "SLiM":
         super().train(mode)
