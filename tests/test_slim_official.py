@@ -336,3 +336,24 @@ def test_official_optimisation_lr_scale_and_weight_decay_cosine():
         sch.step()
     assert g_pe["weight_decay"] == pytest.approx(0.04 + (0.2 - 0.04) * 0.5 * (1 - math.cos(math.pi * 50 / 100)))
     assert all(g["weight_decay"] == 0.0 for g in opt.param_groups if g["wd_base"] == 0.0)
+
+
+def test_official_encode_sum_bodies_last_blocks_mean_patch_centre_crop():
+    from fastskel.data.transforms import resample
+
+    m = SLiM(_tiny_official(depth=2, encode_layers=2, encode_patch=True)).eval()
+    assert SLiMConfig.official().encode_bodies == "sum" and SLiMConfig.official().encode_crop == 0.95
+    assert SLiMConfig().encode_bodies == "mean" and m.feature_dim == 16 * 3
+    x = torch.randn(2, 3, 40, 25, 2)
+    x[1, ..., 1] = 0
+    L = torch.tensor([40, 20])
+    f = m.encode(x, L)
+    assert f.shape == (2, 48)
+    enc = m.teacher["encoder"]
+    xc = x[0] - x[0, :, :1, 1:2, :1]
+    keep = 38                                                        # round(0.95 · 40)
+    v = resample(xc.permute(3, 0, 1, 2), torch.full((2,), 1), torch.full((2,), keep), 16)
+    outs = enc.forward_layers(v, 2)
+    per = torch.cat([outs[0][:, 0], outs[1][:, 0], outs[1][:, 3:].mean(1)], -1)
+    torch.testing.assert_close(f[0], per.sum(0), atol=1e-5, rtol=1e-5)          # both bodies summed
+    torch.testing.assert_close(enc.forward_layers(v, 1)[0], enc(v), atol=1e-6, rtol=0)

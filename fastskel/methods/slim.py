@@ -204,6 +204,10 @@ class SLiMConfig:
     momentum_teacher: float = 0.994
     freeze_last_layer_epochs: int = 1
     encode_with: str = "teacher"
+    encode_layers: int = 1
+    encode_patch: bool = False
+    encode_bodies: str = "mean"
+    encode_crop: float = 1.0
     # which implementation the ops use (None = fastskel's process default)
     backend: Optional[str] = None
     # engine
@@ -231,7 +235,7 @@ class SLiMConfig:
                          global_mask_prob=0.5, local_pairs="both", mask_rule="official",
                          mask_ratio=(0.5, 0.9), lr=2e-4 * math.sqrt(768 / 1024), token_weight_decay=True,
                          clip_grad=3.0, freeze_last_layer_epochs=1, batch_size=768, epochs=150,
-                         weight_decay_end=0.2, patch_embed_lr_mult=0.2),
+                         weight_decay_end=0.2, patch_embed_lr_mult=0.2, encode_bodies="sum", encode_crop=0.95),
     }
 
     @classmethod
@@ -264,6 +268,12 @@ class SLiMConfig:
         self.bone_scale_range = (float(lo), float(hi))
         chk.choice(self.local_pairs, "local_pairs", ("own", "both"))
         chk.choice(self.mask_rule, "mask_rule", ("paper", "official"))
+        chk.choice(self.encode_bodies, "encode_bodies", ("mean", "sum"))
+        if isinstance(self.encode_layers, bool) or not isinstance(self.encode_layers, int) \
+                or not 1 <= self.encode_layers <= self.depth:
+            raise ValueError(f"encode_layers: expected an int in [1, depth={self.depth}], got {self.encode_layers!r}")
+        if not 0.0 < float(self.encode_crop) <= 1.0:
+            raise ValueError(f"encode_crop: expected a fraction in (0, 1], got {self.encode_crop}")
         chk.integer(self.mask_iters, "mask_iters", 1)
         for name in ("aug_prob", "local_mask_prob", "global_mask_prob", "mask_max_area"):
             v = getattr(self, name)
@@ -355,7 +365,7 @@ class SLiM(BackendMixin, nn.Module):
         self.config = config
         self.graph = SkeletonGraph.get(config.graph)
         self.graph.check_num_joints(config.num_joints, "config.num_joints")
-        self.feature_dim = config.dim
+        self.feature_dim = config.dim * (config.encode_layers + int(config.encode_patch))
         encoder = SkeletonViT(config.in_channels, config.num_joints, config.frames_per_patch, 1, config.dim,
                               config.depth, config.heads, config.mlp_dim, config.num_registers, config.qkv_bias,
                               1e-6, config.rope_base, config.backend, ffn=config.ffn, cls_pos=config.cls_pos)
@@ -638,9 +648,21 @@ class SLiM(BackendMixin, nn.Module):
         cfg = self.config
         bodies, L, valid = self._actions(x, lengths)
         n = x.shape[0]
-        views = resample(bodies, torch.zeros_like(L), L, cfg.frames)
+        if cfg.encode_crop < 1.0:                   # centre crop of the valid frames (official test: 95 %)
+            keep = torch.clamp(torch.round(L.float() * cfg.encode_crop), min=1).long()
+            views = resample(bodies, (L - keep) // 2, keep, cfg.frames)
+        else:
+            views = resample(bodies, torch.zeros_like(L), L, cfg.frames)
         enc = self.teacher["encoder"] if cfg.encode_with == "teacher" else self.student["encoder"]
-        feats = enc(views)[:, 0]                                                    # (N·M, dim)
+        if cfg.encode_layers == 1 and not cfg.encode_patch:
+            feats = enc(views)[:, 0]                                                # (N·M, dim)
+        else:                                       # DINOv2 linear input: cls of the last n blocks [| mean patch]
+            outs = enc.forward_layers(views, cfg.encode_layers)
+            parts = [o[:, 0] for o in outs]
+            if cfg.encode_patch:
+                parts.append(outs[-1][:, enc.num_prefix_tokens:].mean(1))
+            feats = torch.cat(parts, -1)
         w = valid.view(n, -1).to(feats.dtype)
         w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))
-        return (feats.view(n, -1, feats.shape[-1]) * w[..., None]).sum(1) / w.sum(1, keepdim=True)
+        summed = (feats.view(n, -1, feats.shape[-1]) * w[..., None]).sum(1)
+        return summed if cfg.encode_bodies == "sum" else summed / w.sum(1, keepdim=True)

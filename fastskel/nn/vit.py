@@ -178,6 +178,21 @@ class SkeletonViT(nn.Module):
         prefix = torch.cat([cls, self.register_tokens], 1).expand(b, -1, -1).to(p.dtype)
         return torch.cat([prefix, p], 1)
 
+    def forward_layers(self, x: torch.Tensor, n: int = 1) -> list:
+        """The final-LayerNorm outputs of each of the last ``n`` blocks (DINOv2
+        ``get_intermediate_layers(x, n, norm=True)``), a list of ``(B, 1 + R + N, dim)``."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(self.blocks):
+            raise ValueError(f"n: expected an int in [1, {len(self.blocks)}], got {n!r}")
+        z = self.embed(x)
+        pos = self.positions(x.shape[2], z.device)
+        rope = Rope(pos, pos, self.rope_base)
+        out = []
+        for i, blk in enumerate(self.blocks):
+            z = blk(z, rope=rope)
+            if i >= len(self.blocks) - n:
+                out.append(self.norm(z))
+        return out
+
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Normalised output tokens ``W = LN(Z_L)`` ``(B, 1 + R + N, dim)`` of ``x`` ``(B, C, T, V)``."""
         z = self.embed(x, mask)
