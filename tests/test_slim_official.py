@@ -357,3 +357,23 @@ def test_official_encode_sum_bodies_last_blocks_mean_patch_centre_crop():
     per = torch.cat([outs[0][:, 0], outs[1][:, 0], outs[1][:, 3:].mean(1)], -1)
     torch.testing.assert_close(f[0], per.sum(0), atol=1e-5, rtol=1e-5)          # both bodies summed
     torch.testing.assert_close(enc.forward_layers(v, 1)[0], enc(v), atol=1e-6, rtol=0)
+
+
+def test_slim_official_eval_protocol(tmp_path, capsys):
+    from fastskel.cli import main
+    from fastskel.data import SkeletonDataset
+    from fastskel.engine.eval_protocols import slim_official_features, slim_official_linear
+
+    torch.manual_seed(0)
+    m = SLiM(_tiny_official(depth=2))
+    x = torch.randn(12, 3, 16, 25, 2)
+    ds = SkeletonDataset(x, torch.arange(12) % 3, torch.full((12,), 16))
+    f, y = slim_official_features(m, ds, 2, True, 1.0)
+    assert f.shape == (12, 48) and m.config.encode_layers == 1 and m.config.encode_bodies == "sum"
+    res = slim_official_linear(m, ds, ds, lrs=(0.1, 0.01), epochs=2)
+    assert len(res["grid"]) == 2 * 2 * 2 and res["top1"] == max(res["grid"].values())
+    save_slim_hub(SkeletonViT(dim=16, depth=2, heads=2, mlp_dim=24, num_registers=4, ffn="swiglu", cls_pos=True),
+                  tmp_path / "hub")
+    assert main(["eval", "linear", "--checkpoint", str(tmp_path / "hub"), "--data", "synthetic:num_samples=40",
+                 "--eval-protocol", "slim_official", "--epochs", "2", "--lr", "0.1", "--out", str(tmp_path / "e")]) == 0
+    assert "slim_official linear grid: best blocks=" in capsys.readouterr().out

@@ -73,15 +73,15 @@ tokens weight decay     silent                     decayed                      
 grad clip / freeze      silent                     3.0 / last layer 1 epoch         3.0 / 1 epoch          =
 weight decay            silent                     cosine 0.04 → 0.2                0.04 constant          cosine 0.04 → 0.2
 patch-embed lr          silent                     × 0.2                            × 1                    × 0.2
-NOT YET in fastskel:
+NOT YET in fastskel (official() keeps fastskel's choice):
 views per global        2 × (32, 16, 8)            1×32, 2×16, 1×8; random frames   paper                  paper (differs)
 augmentation            yaw ±180°, tilt ±30°, 5    flip → bone scale (3) → rot      paper                  paper (differs)
                         part factors               ±0.3 rad/axis + noise
 epoch                   silent                     1,250 iterations                 one dataset pass       one pass (differs)
 prototype gain          silent                     trained (DINOv2 head; file not   frozen at 1            frozen (differs)
                                                    in the stored index, unchecked)
-evaluation              cls, last block            last 1/4 cls ± mean patch, lr    cls mean over bodies   = (differs)
-                                                   grid; kNN [cls|patch]; summed
+evaluation              cls, last block            last 1/4 cls ± mean patch, lr    cls mean over bodies   summed, 95 % crop;
+                                                   grid; kNN [cls|patch]; summed                           grid: engine option
 ======================  =========================  ===============================  =====================  ====================
 
 The official bone scaling rebuilds joints in index order, so joints 2, 4, 8 (children of joint 20)
