@@ -139,6 +139,14 @@ class SLiMConfig:
     Teacher: ``momentum_teacher`` (0.994 → 1 cosine), ``freeze_last_layer_epochs``,
     ``encode_with`` ("teacher" | "student").
 
+    Official-code fields (see the module table; ``SLiMConfig.official()`` sets them): ``ffn``,
+    ``cls_pos``, ``center_joint`` (None = the graph's root), ``pretrain_bodies`` ("one" random valid
+    body per clip | "all"), ``global_mask_prob`` (exact fraction of the 2B globals masked),
+    ``local_pairs`` ("own" anchor | "both" teacher globals), ``mask_rule`` ("paper" | "official"),
+    ``mask_iters`` (tube iterations, no host sync), ``token_weight_decay``, ``weight_decay_end``
+    (cosine), ``patch_embed_lr_mult``, ``encode_layers`` / ``encode_patch`` / ``encode_bodies`` /
+    ``encode_crop`` (evaluation features).
+
     Engine fields (paper §4.2): AdamW, lr 2e-4 (the paper's "base" lr, used as is for the total
     batch of 768), 20 warmup epochs, cosine to 1e-6, 150 epochs. Not in the paper, DINOv2
     defaults: betas (0.9, 0.999), weight decay 0.04 (DINOv2 ramps 0.04 → 0.2; the engine keeps it
