@@ -36,8 +36,9 @@ def _config(small: bool, impl: str):
     if small:
         return SLiMConfig(dim=32, depth=2, heads=4, mlp_dim=64, num_prototypes=256, head_hidden_dim=64,
                           head_bottleneck_dim=32, frames=16, local_frames=(8,), local_scales=((0.15, 0.4),),
-                          freeze_last_layer_epochs=0, head_impl=impl)
-    return SLiMConfig(freeze_last_layer_epochs=0, head_impl=impl)
+                          freeze_last_layer_epochs=0, head_impl=impl, pretrain_bodies="all")
+    # every body of each action (the batch holds 2·B bodies, as the earlier results), SwiGLU encoder
+    return SLiMConfig(freeze_last_layer_epochs=0, head_impl=impl, pretrain_bodies="all")
 
 
 def _batch(n: int, t: int = 64, seed: int = 0):

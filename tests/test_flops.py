@@ -171,3 +171,17 @@ def test_bad_arguments():
     lin = nn.Linear(2, 2)
     count_flops(lin, torch.randn(1, 2))
     assert not lin._forward_hooks                              # hooks removed
+
+
+def test_official_slim_encoder_flops_one_action():
+    """SLiM's official encoder (SwiGLU 688, cls slot): 5.19 / 2.60 G (Linear only, 2 / 1 bodies),
+    5.88 / 2.94 G with attention; the paper's 3.59 G is neither."""
+    from fastskel.methods.slim import SLiM, SLiMConfig
+
+    m = SLiM(SLiMConfig(num_prototypes=16, head_hidden_dim=16)).eval()
+    two, one = torch.randn(1, 3, 64, 25, 2), torch.randn(1, 3, 64, 25, 1)    # encode runs every body slot
+    got = {(c, n): count_flops(m, (x,), convention=c, method="encode")
+           for c in ("paper", "full") for n, x in ((2, two), (1, one))}
+    assert got[("paper", 2)] == 5_190_778_880 and got[("paper", 1)] == 2_595_389_440
+    assert got[("full", 2)] == 5_879_316_480 and got[("full", 1)] == 2_939_658_240
+    assert all(abs(v / 1e9 - 3.59) > 0.5 for v in got.values())

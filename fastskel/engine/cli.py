@@ -231,7 +231,21 @@ def cmd_eval(args) -> int:
         train_ds = train_ds.subset(idx)
         info.update(fraction=args.fraction, labelled=len(train_ds), semi_protocol=args.semi_protocol)
     mode = args.semi_protocol if protocol == "semi" else protocol
-    if mode in ("linear", "knn"):
+    variant = getattr(args, "eval_protocol", "fastskel")
+    info["eval_protocol"] = variant
+    if variant == "slim_official" and mode in ("linear", "knn"):
+        from .eval_protocols import slim_official_knn, slim_official_linear
+
+        clf = None
+        if mode == "knn":
+            acc = slim_official_knn(method, train_ds, test_ds, k=args.k, device=device)
+        else:
+            res = slim_official_linear(method, train_ds, test_ds, epochs=args.epochs or 100, seed=args.seed,
+                                       device=device, **({"lrs": (args.lr,)} if args.lr else {}))
+            acc = res["top1"]
+            info.update(best=res["best"], grid=res["grid"])
+            print(f"[fastskel] slim_official linear grid: best {res['best']}", flush=True)
+    elif mode in ("linear", "knn"):
         bs = args.batch_size or 256
         ftr, ytr = extract_features(method, train_ds, bs, device)
         fte, yte = extract_features(method, test_ds, bs, device)
@@ -436,6 +450,9 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, help="learning rate (linear: 0.1 SGD / 1e-3 Adam; finetune: 1e-3)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="linear probe optimizer (default: sgd)")
     p.add_argument("--k", type=int, default=1, help="neighbours for knn (default: 1)")
+    p.add_argument("--eval-protocol", choices=("fastskel", "slim_official"), default="fastskel",
+                   help="linear/knn features: fastskel's (default) or the official SLiM protocol (last 1/4 "
+                        "blocks' cls ± mean patch, bodies summed, 95%% test crop, lr grid; SLiM only)")
     p.add_argument("--fraction", type=float, default=0.1, help="semi: labelled fraction, e.g. 0.01 or 0.1 (default: 0.1)")
     p.add_argument("--semi-protocol", choices=("finetune", "linear"), default="finetune",
                    help="semi: how the labelled subset is used (default: finetune)")

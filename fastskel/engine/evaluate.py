@@ -49,7 +49,13 @@ def build_method(name: str, config: Optional[Dict[str, Any]] = None):
 
 
 def load_method(path, map_location="cpu") -> Tuple[nn.Module, Dict[str, Any]]:
-    """Rebuild the method of a pretraining checkpoint (or a classifier file) and load its weights."""
+    """Rebuild the method of a pretraining checkpoint (or a classifier file) and load its weights.
+    Official SLiM files (hub folder, model.safetensors, export_encoder .pth) give a SLiM built with
+    ``SLiMConfig.official()`` holding the released encoder (see :func:`load_official_slim`)."""
+    from fastskel.methods.slim_checkpoint import is_official_slim_checkpoint
+
+    if is_official_slim_checkpoint(path):
+        return load_official_slim(path)
     st = load_checkpoint(path, map_location=map_location)
     name = st.get("method")
     if not name or "model" not in st:
@@ -61,6 +67,39 @@ def load_method(path, map_location="cpu") -> Tuple[nn.Module, Dict[str, Any]]:
         raise CheckpointError(f"checkpoint {path}: weights do not fit {name} with its saved config: "
                               f"{str(e).splitlines()[0]}") from e
     return method, st
+
+
+def load_official_slim(path) -> Tuple[nn.Module, Dict[str, Any]]:
+    """``(SLiM(SLiMConfig.official(...)), info)`` with the official encoder of ``path`` in its
+    student and teacher (strict); the encoder's shape comes from ``config.json`` when there is one.
+    The prototype heads are not in the released files, so they are built small (256 prototypes)."""
+    import json
+    from pathlib import Path
+
+    from fastskel.methods.slim import SLiM, SLiMConfig, load_slim_checkpoint
+
+    p = Path(path)
+    cfg_file = p / "config.json" if p.is_dir() else p.parent / "config.json"
+    over: Dict[str, Any] = {"num_prototypes": 256, "head_hidden_dim": 256}
+    if cfg_file.is_file() and (p.is_dir() or p.suffix == ".safetensors"):
+        c = json.loads(cfg_file.read_text())
+        if "img_size" in c:
+            over["num_joints"] = int(c["img_size"][1])
+        if "in_chans" in c:
+            over["in_channels"] = int(c["in_chans"])
+        if "num_register_tokens" in c:
+            over["num_registers"] = int(c["num_register_tokens"])
+        if "ffn_layer" in c:
+            over["ffn"] = "mlp" if c["ffn_layer"] == "mlp" else "swiglu"
+        from fastskel.methods.slim_checkpoint import file_shape
+        over.update(file_shape(p) or {})        # fastskel-written files record their width; vit_tiny otherwise
+        if "patch_size" in c:
+            over["frames_per_patch"] = int(c["patch_size"][0])
+    method = SLiM(SLiMConfig.official(**over))
+    res = load_slim_checkpoint(method, path, strict=True)
+    from .config import config_to_dict
+    return method, {"method": "slim", "config": config_to_dict(method.config), "official": str(path),
+                    "loaded": len(res.loaded)}
 
 
 # ------------------------------------------------------------------------------------- features

@@ -256,7 +256,8 @@ class Trainer:
         total = epochs * ipe
         warmup = min(int(cfg.warmup_epochs) * ipe, max(total - 1, 0))
         optimizer = build_optimizer(model, cfg.optimizer, float(cfg.lr), float(cfg.weight_decay), cfg.betas)
-        scheduler = WarmupCosine(optimizer, total, warmup, float(cfg.lr), float(cfg.min_lr))
+        scheduler = WarmupCosine(optimizer, total, warmup, float(cfg.lr), float(cfg.min_lr),
+                                 wd_end=getattr(cfg, "weight_decay_end", None))
         clip = opt.clip_grad if opt.clip_grad is not None else getattr(cfg, "clip_grad", None)
         clip = float(clip) if clip else None
         use_fp16 = opt.amp == "fp16" and dev.type == "cuda"

@@ -47,9 +47,47 @@ Decisions where the paper is silent (DINOv2/iBOT defaults, see also the config d
 student's masked global views also serve GLCL (STM's dual role, §3.3); losses are means over terms
 (Eq. 4/6 are written as sums); the prototypes' norms are frozen at 1 and the last layer gets zero
 gradient for the first ``freeze_last_layer_epochs`` (DINO); the teacher evaluates. Limitations:
-the tube-mask loop is one small kernel batch per tube (~50–80 iterations for a 64-frame view;
-host-synchronising every 4 iterations); the materialised ``"reference"`` heads are
-single-process.
+the tube-mask loop is one small kernel batch per tube (~20 tubes per 64-frame view on average;
+no host synchronisation: a fixed ``mask_iters`` = 64, then the exact fill); the materialised
+``"reference"`` heads are single-process.
+
+Paper, official code (KAIST-VICLab/SLiM 2b8bb41), ``SLiMConfig()`` and ``SLiMConfig.official()``
+(``--preset official``). "=" means the same as the column to its left.
+
+======================  =========================  ===============================  =====================  ====================
+item                    paper (seed 002)           official code                    fastskel default       fastskel official()
+======================  =========================  ===============================  =====================  ====================
+FFN                     silent ("MLP")             SwiGLU 688 (w12 | w3)            SwiGLU (code)          =
+cls positional slot     silent                     pos_embed[:, 0] on cls           yes (code)             =
+centring                silent                     joint 1 (SpineMid), frame 0      joint 1 (code)         =
+pretraining bodies      silent                     one random valid body per clip   one (code)             =
+global views masked     all (STM on globals)       50 % of 2B (exact count)         all (paper)            50 % exact count
+local views masked      p = 0.5                    all                              p = 0.5 (paper)        all
+mask A_min / A_max      8 / 0.5·N                  T_b (8/4/2/1) / 100 tokens       paper                  code
+mask ratios             U[0.5, 0.9]                U[0.5, 0.9] stratified over B    independent (paper)    stratified
+mask retries            exact count (Alg. 1)       ≤ 10 tries, may fall short       exact count            exact count (differs)
+cls loss pairs          local vs its anchor        locals vs both globals (DINO)    own anchor (paper)     both, mean of 18B
+patch loss normaliser   per masked view            ÷ all 2B globals                 ÷ 2B (as the code)     =
+lr                      2e-4                       2e-4·sqrt(batch/1024)            2e-4 (paper)           1.73e-4 at 768
+tokens weight decay     silent                     decayed                          exempt (timm)          decayed
+grad clip / freeze      silent                     3.0 / last layer 1 epoch         3.0 / 1 epoch          =
+weight decay            silent                     cosine 0.04 → 0.2                0.04 constant          cosine 0.04 → 0.2
+patch-embed lr          silent                     × 0.2                            × 1                    × 0.2
+NOT YET in fastskel (official() keeps fastskel's choice):
+views per global        2 × (32, 16, 8)            1×32, 2×16, 1×8; random frames   paper                  paper (differs)
+augmentation            yaw ±180°, tilt ±30°, 5    flip → bone scale (3) → rot      paper                  paper (differs)
+                        part factors               ±0.3 rad/axis + noise
+epoch                   silent                     1,250 iterations                 one dataset pass       one pass (differs)
+prototype gain          silent                     trained (DINOv2 head; file not   frozen at 1            frozen (differs)
+                                                   in the stored index, unchecked)
+evaluation              cls, last block            last 1/4 cls ± mean patch, lr    cls mean over bodies   summed, 95 % crop;
+                                                   grid; kNN [cls|patch]; summed                           grid: engine option
+======================  =========================  ===============================  =====================  ====================
+
+The official bone scaling rebuilds joints in index order, so joints 2, 4, 8 (children of joint 20)
+read an unset parent (with s = 1 it moves 14 joints by up to 0.38 m); fastskel's exact
+parent-order rebuild is kept in both configs. Official weights: :func:`load_slim_checkpoint`
+(hub folder, ``model.safetensors``, ``export_encoder`` ``.pth``), :func:`save_slim_hub`.
 """
 from __future__ import annotations
 
@@ -72,9 +110,10 @@ from fastskel.ops.prototype import (prototype_cross_entropy, prototype_cross_ent
                                     sinkhorn_reference)
 
 from ._backend import BackendMixin
+from .slim_checkpoint import SLiMLoadResult, load_slim_checkpoint, save_slim_hub
 from .slim_masking import TubeTable, semantic_tube_mask
 
-__all__ = ["SLiM", "SLiMConfig", "koleo_loss"]
+__all__ = ["SLiM", "SLiMConfig", "SLiMLoadResult", "koleo_loss", "load_slim_checkpoint", "save_slim_hub"]
 
 HEAD_IMPLS = ("chunked", "reference")
 
@@ -100,6 +139,14 @@ class SLiMConfig:
     Teacher: ``momentum_teacher`` (0.994 → 1 cosine), ``freeze_last_layer_epochs``,
     ``encode_with`` ("teacher" | "student").
 
+    Official-code fields (see the module table; ``SLiMConfig.official()`` sets them): ``ffn``,
+    ``cls_pos``, ``center_joint`` (None = the graph's root), ``pretrain_bodies`` ("one" random valid
+    body per clip | "all"), ``global_mask_prob`` (exact fraction of the 2B globals masked),
+    ``local_pairs`` ("own" anchor | "both" teacher globals), ``mask_rule`` ("paper" | "official"),
+    ``mask_iters`` (tube iterations, no host sync), ``token_weight_decay``, ``weight_decay_end``
+    (cosine), ``patch_embed_lr_mult``, ``encode_layers`` / ``encode_patch`` / ``encode_bodies`` /
+    ``encode_crop`` (evaluation features).
+
     Engine fields (paper §4.2): AdamW, lr 2e-4 (the paper's "base" lr, used as is for the total
     batch of 768), 20 warmup epochs, cosine to 1e-6, 150 epochs. Not in the paper, DINOv2
     defaults: betas (0.9, 0.999), weight decay 0.04 (DINOv2 ramps 0.04 → 0.2; the engine keeps it
@@ -119,6 +166,8 @@ class SLiMConfig:
     symmetrize: bool = True
     skip_empty_bodies: bool = True
     center: bool = True
+    center_joint: Optional[int] = 1
+    pretrain_bodies: str = "one"
     # skeleton-aware augmentations
     aug_prob: float = 0.5
     rotate_vertical_deg: float = 180.0
@@ -129,12 +178,18 @@ class SLiMConfig:
     mask_min_area: float = 8.0
     mask_max_area: float = 0.5
     local_mask_prob: float = 0.5
+    global_mask_prob: float = 1.0
+    mask_rule: str = "paper"
+    mask_iters: int = 64
+    local_pairs: str = "own"
     # encoder
     frames_per_patch: int = 8
     dim: int = 256
     depth: int = 8
     heads: int = 8
     mlp_dim: int = 1024
+    ffn: str = "swiglu"
+    cls_pos: bool = True
     num_registers: int = 4
     qkv_bias: bool = True
     rope_base: float = 10000.0
@@ -157,6 +212,10 @@ class SLiMConfig:
     momentum_teacher: float = 0.994
     freeze_last_layer_epochs: int = 1
     encode_with: str = "teacher"
+    encode_layers: int = 1
+    encode_patch: bool = False
+    encode_bodies: str = "mean"
+    encode_crop: float = 1.0
     # which implementation the ops use (None = fastskel's process default)
     backend: Optional[str] = None
     # engine
@@ -169,6 +228,9 @@ class SLiMConfig:
     optimizer: str = "adamw"
     betas: Tuple[float, float] = (0.9, 0.999)
     clip_grad: Optional[float] = 3.0
+    token_weight_decay: bool = False
+    weight_decay_end: Optional[float] = None
+    patch_embed_lr_mult: float = 1.0
 
     # ``fastskel pretrain slim --preset small``: a CPU demo size (not a paper recipe)
     PRESETS: ClassVar[Dict[str, Dict[str, Any]]] = {
@@ -176,7 +238,19 @@ class SLiMConfig:
                       heads=4, mlp_dim=128, num_registers=2, num_prototypes=1024, head_hidden_dim=256,
                       head_bottleneck_dim=64, epochs=15, batch_size=32, lr=1e-3, min_lr=1e-5, warmup_epochs=2,
                       warmup_teacher_temp_epochs=3, momentum_teacher=0.99),
+        # the official code's choices (see the module docstring's table)
+        "official": dict(ffn="swiglu", cls_pos=True, center_joint=1, pretrain_bodies="one", local_mask_prob=1.0,
+                         global_mask_prob=0.5, local_pairs="both", mask_rule="official",
+                         mask_ratio=(0.5, 0.9), lr=2e-4 * math.sqrt(768 / 1024), token_weight_decay=True,
+                         clip_grad=3.0, freeze_last_layer_epochs=1, batch_size=768, epochs=150,
+                         weight_decay_end=0.2, patch_embed_lr_mult=0.2, encode_bodies="sum", encode_crop=0.95),
     }
+
+    @classmethod
+    def official(cls, **overrides: Any) -> "SLiMConfig":
+        """The official code's recipe (KAIST-VICLab/SLiM 2b8bb41, ``slim_ntu60_xsub.yaml``) as far as
+        fastskel implements it; see the table in the module docstring for what differs and why."""
+        return cls(**{**cls.PRESETS["official"], **overrides})
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "num_joints", "frames", "local_crops", "frames_per_patch", "dim", "depth",
@@ -200,11 +274,20 @@ class SLiMConfig:
         if not 0 < lo <= hi:
             raise ValueError(f"bone_scale_range: expected 0 < lo <= hi, got {self.bone_scale_range}")
         self.bone_scale_range = (float(lo), float(hi))
-        for name in ("aug_prob", "local_mask_prob", "mask_max_area"):
+        chk.choice(self.local_pairs, "local_pairs", ("own", "both"))
+        chk.choice(self.mask_rule, "mask_rule", ("paper", "official"))
+        chk.choice(self.encode_bodies, "encode_bodies", ("mean", "sum"))
+        if isinstance(self.encode_layers, bool) or not isinstance(self.encode_layers, int) \
+                or not 1 <= self.encode_layers <= self.depth:
+            raise ValueError(f"encode_layers: expected an int in [1, depth={self.depth}], got {self.encode_layers!r}")
+        if not 0.0 < float(self.encode_crop) <= 1.0:
+            raise ValueError(f"encode_crop: expected a fraction in (0, 1], got {self.encode_crop}")
+        chk.integer(self.mask_iters, "mask_iters", 1)
+        for name in ("aug_prob", "local_mask_prob", "global_mask_prob", "mask_max_area"):
             v = getattr(self, name)
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"{name}: expected a probability/fraction in [0, 1], got {v}")
-        for name in ("student_temp", "teacher_temp", "warmup_teacher_temp", "lr"):
+        for name in ("student_temp", "teacher_temp", "warmup_teacher_temp", "lr", "patch_embed_lr_mult"):
             chk.positive_float(float(getattr(self, name)), name)
         for name in ("mfm_weight", "glcl_weight", "koleo_weight", "min_lr", "weight_decay", "mask_min_area",
                      "rotate_vertical_deg", "rotate_tilt_deg"):
@@ -213,6 +296,12 @@ class SLiMConfig:
             raise ValueError(f"momentum_teacher: expected a value in [0, 1], got {self.momentum_teacher}")
         chk.choice(self.head_impl, "head_impl", HEAD_IMPLS)
         chk.choice(self.encode_with, "encode_with", ("teacher", "student"))
+        chk.choice(self.ffn, "ffn", ("mlp", "swiglu"))
+        chk.choice(self.pretrain_bodies, "pretrain_bodies", ("one", "all"))
+        if self.center_joint is not None:
+            chk.integer(self.center_joint, "center_joint", 0)
+            if self.center_joint >= self.num_joints:
+                raise ValueError(f"center_joint: expected a joint in [0, {self.num_joints}), got {self.center_joint}")
         chk.choice(self.optimizer, "optimizer", ("adamw", "adam", "sgd"))
         if self.chunk_size is not None:
             chk.integer(self.chunk_size, "chunk_size", 1)
@@ -284,10 +373,10 @@ class SLiM(BackendMixin, nn.Module):
         self.config = config
         self.graph = SkeletonGraph.get(config.graph)
         self.graph.check_num_joints(config.num_joints, "config.num_joints")
-        self.feature_dim = config.dim
+        self.feature_dim = config.dim * (config.encode_layers + int(config.encode_patch))
         encoder = SkeletonViT(config.in_channels, config.num_joints, config.frames_per_patch, 1, config.dim,
                               config.depth, config.heads, config.mlp_dim, config.num_registers, config.qkv_bias,
-                              1e-6, config.rope_base, config.backend)
+                              1e-6, config.rope_base, config.backend, ffn=config.ffn, cls_pos=config.cls_pos)
         head = lambda: DINOHead(config.dim, config.num_prototypes, config.head_hidden_dim,  # noqa: E731
                                 config.head_bottleneck_dim, norm_last_layer=True)
         self.student = nn.ModuleDict({"encoder": encoder, "cl_head": head(), "mae_head": head()})
@@ -302,7 +391,15 @@ class SLiM(BackendMixin, nn.Module):
     # -- utilities ------------------------------------------------------------------
     def no_weight_decay(self) -> List[str]:
         """Parameters without weight decay (timm convention), read by the engine's param groups."""
-        return ["joint_embed", "cls_token", "register_tokens", "mask_token"]
+        if self.config.token_weight_decay:          # official SLiM / DINOv2: tokens are decayed
+            return []
+        return ["joint_embed", "cls_token", "register_tokens", "mask_token", "cls_pos_embed"]
+
+    def lr_scales(self) -> Dict[str, float]:
+        """Per-parameter lr multipliers (name prefix → scale), read by the engine's param groups:
+        the official code trains the patch embedding at ``patch_embed_lr_mult`` (0.2) × lr."""
+        m = float(self.config.patch_embed_lr_mult)
+        return {} if m == 1.0 else {"student.encoder.patch_embed.": m}
 
     def train(self, mode: bool = True) -> "SLiM":
         super().train(mode)
@@ -372,7 +469,7 @@ class SLiM(BackendMixin, nn.Module):
             nz = x.ne(0).any(1).any(-1).any(-1)                             # (N, T)
             L = (nz.long() * torch.arange(1, t + 1, device=x.device)).amax(1)
         if cfg.center:
-            root = self.graph.center
+            root = self.graph.center if cfg.center_joint is None else cfg.center_joint
             present = x.ne(0).any(1, keepdim=True).any(3, keepdim=True)        # (N, 1, T, 1, M)
             x = (x - x[:, :, :1, root:root + 1, :1]) * present.to(x.dtype)
         bodies = _bodies(x)
@@ -418,14 +515,25 @@ class SLiM(BackendMixin, nn.Module):
     def _mask(self, batch: int, frames: int, prob: float, generator, device) -> Optional[torch.Tensor]:
         cfg = self.config
         apply = None if prob >= 1.0 else _bernoulli(batch, prob, generator, device)
-        if apply is not None and not bool(apply.any()):
-            return None
+        return self._tube_mask(batch, frames // cfg.frames_per_patch, apply, generator, device)
+
+    def _tube_mask(self, batch: int, time_blocks: int, apply, generator, device) -> torch.Tensor:
+        """Semantic tube masks of ``batch`` views; ``mask_rule`` "paper": A_min = ``mask_min_area``,
+        A_max = ``mask_max_area``·N, independent ratios; "official": A_min = T_b (8/4/2/1 tokens at
+        64/32/16/8 frames), A_max = 100 tokens, ratios stratified over the batch. No host sync
+        (``sync=False``: a fixed ``mask_iters`` tube iterations, then the exact single-token fill)."""
+        cfg = self.config
         table = self._tube_cache.get(device)
         if table is None:
             table = self._tube_cache.setdefault(device, self._tubes.to(device))
-        return semantic_tube_mask(batch, frames // cfg.frames_per_patch, table, cfg.mask_ratio,
-                                  cfg.mask_min_area, cfg.mask_max_area, apply=apply, generator=generator,
-                                  device=device)
+        if cfg.mask_rule == "official":
+            n = time_blocks * cfg.num_joints
+            lo_area, hi_area, strat = float(time_blocks), min(1.0, 100.0 / n), True
+        else:
+            lo_area, hi_area, strat = cfg.mask_min_area, cfg.mask_max_area, False
+        return semantic_tube_mask(batch, time_blocks, table, cfg.mask_ratio, lo_area, hi_area, apply=apply,
+                                  generator=generator, device=device, stratified=strat, sync=False,
+                                  max_iters=cfg.mask_iters)
 
     # -- prototype objectives ------------------------------------------------------------------
     def _prototype_loss(self, zs: torch.Tensor, ws: torch.Tensor, zt: torch.Tensor, wt: torch.Tensor,
@@ -453,6 +561,15 @@ class SLiM(BackendMixin, nn.Module):
                 generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
         cfg = self.config
         bodies, L, valid = self._actions(x, lengths)
+        if cfg.pretrain_bodies == "one":            # one random non-empty body per clip (official), on device
+            n = x.shape[0]
+            score = torch.where(valid.view(n, -1), _rand(valid.view(n, -1).shape, generator, bodies.device), -1.0)
+            pick = score.argmax(1) + torch.arange(n, device=bodies.device) * score.shape[1]
+            bodies, L, valid = bodies[pick], L[pick], valid[pick]
+            if cfg.center:                          # each chosen body on its own root at frame 0
+                root = self.graph.center if cfg.center_joint is None else cfg.center_joint
+                present = bodies.ne(0).any(1, keepdim=True).any(3, keepdim=True)
+                bodies = (bodies - bodies[:, :, :1, root:root + 1]) * present.to(bodies.dtype)
         if cfg.skip_empty_bodies:
             bodies, L = bodies[valid], L[valid]
             if bodies.shape[0] == 0:
@@ -468,7 +585,12 @@ class SLiM(BackendMixin, nn.Module):
         with torch.no_grad():
             t_out = self.teacher["encoder"](glob[: n_a * b])                        # (A·B, 1+R+N, D)
         # student: masked global views, then the local views
-        g_mask = self._mask(2 * b, cfg.frames, 1.0, generator, dev)                 # (2B, N)
+        if cfg.global_mask_prob >= 1.0:
+            g_mask = self._mask(2 * b, cfg.frames, 1.0, generator, dev)            # (2B, N)
+        else:                                   # exactly round(p·2B) ≥ 1 random globals masked (DINOv2 collate)
+            k = max(1, int(round(cfg.global_mask_prob * 2 * b)))
+            chosen = _rand(2 * b, generator, dev).argsort().argsort() < k
+            g_mask = self._tube_mask(2 * b, cfg.time_blocks, chosen, generator, dev)
         s_glob = self.student["encoder"](glob, g_mask)
         s_cls = [s_glob[:, 0]]
         s_anchor = [torch.arange(2, device=dev).repeat_interleave(b)]               # anchor whose teacher it matches
@@ -476,9 +598,14 @@ class SLiM(BackendMixin, nn.Module):
         s_seq = [torch.arange(b, device=dev).repeat(2)]
         for views, anchor_ids in locals_:
             m = self._mask(views.shape[0], views.shape[2], cfg.local_mask_prob, generator, dev)
-            s_cls.append(self.student["encoder"](views, m)[:, 0])
+            cls_l = self.student["encoder"](views, m)[:, 0]
+            seq_l = torch.arange(b, device=dev).repeat(views.shape[0] // b)
+            if cfg.local_pairs == "both" and n_a == 2:     # every local vs both teacher globals (DINOLoss)
+                cls_l, seq_l = torch.cat([cls_l, cls_l]), torch.cat([seq_l, seq_l])
+                anchor_ids = torch.arange(2, device=dev).repeat_interleave(views.shape[0])
+            s_cls.append(cls_l)
             s_anchor.append(anchor_ids)
-            s_seq.append(torch.arange(b, device=dev).repeat(views.shape[0] // b))
+            s_seq.append(seq_l)
         s_cls_all, s_anchor_all, s_seq_all = torch.cat(s_cls), torch.cat(s_anchor), torch.cat(s_seq)
         keep = s_anchor_all < n_a                                                  # without symmetrize: anchor G1 only
         if not bool(keep.all()):
@@ -529,9 +656,21 @@ class SLiM(BackendMixin, nn.Module):
         cfg = self.config
         bodies, L, valid = self._actions(x, lengths)
         n = x.shape[0]
-        views = resample(bodies, torch.zeros_like(L), L, cfg.frames)
+        if cfg.encode_crop < 1.0:                   # centre crop of the valid frames (official test: 95 %)
+            keep = torch.clamp(torch.round(L.float() * cfg.encode_crop), min=1).long()
+            views = resample(bodies, (L - keep) // 2, keep, cfg.frames)
+        else:
+            views = resample(bodies, torch.zeros_like(L), L, cfg.frames)
         enc = self.teacher["encoder"] if cfg.encode_with == "teacher" else self.student["encoder"]
-        feats = enc(views)[:, 0]                                                    # (N·M, dim)
+        if cfg.encode_layers == 1 and not cfg.encode_patch:
+            feats = enc(views)[:, 0]                                                # (N·M, dim)
+        else:                                       # DINOv2 linear input: cls of the last n blocks [| mean patch]
+            outs = enc.forward_layers(views, cfg.encode_layers)
+            parts = [o[:, 0] for o in outs]
+            if cfg.encode_patch:
+                parts.append(outs[-1][:, enc.num_prefix_tokens:].mean(1))
+            feats = torch.cat(parts, -1)
         w = valid.view(n, -1).to(feats.dtype)
         w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))
-        return (feats.view(n, -1, feats.shape[-1]) * w[..., None]).sum(1) / w.sum(1, keepdim=True)
+        summed = (feats.view(n, -1, feats.shape[-1]) * w[..., None]).sum(1)
+        return summed if cfg.encode_bodies == "sum" else summed / w.sum(1, keepdim=True)

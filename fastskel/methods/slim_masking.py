@@ -116,7 +116,8 @@ def _rand(shape, generator, device) -> torch.Tensor:
 def semantic_tube_mask(batch: int, time_blocks: int, table: TubeTable, ratio: Tuple[float, float] = (0.5, 0.9),
                        min_area: float = 8.0, max_area: float = 0.5, apply: Optional[torch.Tensor] = None,
                        generator: Optional[torch.Generator] = None, device: torch.device | str | None = None,
-                       max_iters: int = 256, return_tubes: bool = False):
+                       max_iters: int = 256, return_tubes: bool = False, stratified: bool = False,
+                       sync: bool = True):
     """Semantic tube masks ``(batch, time_blocks·V)`` bool (True = masked), token order t-block
     major then joint (as :func:`fastskel.ops.patchify`).
 
@@ -133,6 +134,11 @@ def semantic_tube_mask(batch: int, time_blocks: int, table: TubeTable, ratio: Tu
         max_iters: tube iterations before the single-token fill (see the module docstring).
         return_tubes: also return the list of tubes, a dict of ``(B, I)`` tensors ``part``,
             ``start``, ``height``, ``active`` and ``joints`` ``(B, I, V)``, for inspection/tests.
+        stratified: ratios stratified over the batch, ``r_i = lo + (hi − lo)·(π_i + u_i)/B`` with
+            ``π`` a random permutation (the official SLiM / DINOv2 collate).
+        sync: check on the host whether every mask is complete (early exit). ``False`` never
+            synchronises: exactly ``max_iters`` tube iterations, then the single-token fill, all on
+            the device (the training path; finished rows are unchanged by further iterations).
     """
     lo, hi = (float(r) for r in ratio)
     if not 0.0 <= lo <= hi <= 1.0:
@@ -150,7 +156,11 @@ def semantic_tube_mask(batch: int, time_blocks: int, table: TubeTable, ratio: Tu
     b = batch
     f32 = dict(device=device, dtype=torch.float32)
 
-    r = lo + (hi - lo) * _rand(b, generator, device)
+    if stratified and b:
+        rank = _rand(b, generator, device).argsort().argsort().float()
+        r = lo + (hi - lo) * (rank + _rand(b, generator, device)) / b
+    else:
+        r = lo + (hi - lo) * _rand(b, generator, device)
     n_mask = torch.round(r * n_tok).clamp(math.ceil(lo * n_tok - 1e-9), math.floor(hi * n_tok + 1e-9))
     n_mask = n_mask.clamp(max=maskable)
     if apply is not None:
@@ -166,7 +176,7 @@ def semantic_tube_mask(batch: int, time_blocks: int, table: TubeTable, ratio: Tu
 
     for it in range(max_iters):
         active = count < n_mask
-        if b == 0 or (it % SYNC_EVERY == 0 and not bool(active.any())):   # finished rows stay unchanged
+        if b == 0 or (sync and it % SYNC_EVERY == 0 and not bool(active.any())):   # finished rows stay unchanged
             break
         p_max = torch.minimum(n_mask - count, torch.full_like(count, a_max)).clamp(min=1.0)
         part = torch.floor(_rand(b, generator, device) * n_parts).long().clamp(max=n_parts - 1)
@@ -190,7 +200,7 @@ def semantic_tube_mask(batch: int, time_blocks: int, table: TubeTable, ratio: Tu
                 tubes[k].append(val)
 
     need = (n_mask - count).long()
-    if b and bool((need > 0).any()):                   # single-token tubes on unmasked part joints
+    if b and (not sync or bool((need > 0).any())):     # single-token tubes on unmasked part joints
         free = ~mask & table.maskable[None, None, :]
         score = torch.where(free, _rand((b, tb, v), generator, device), torch.full((b, tb, v), -1.0, **f32))
         order = score.flatten(1).argsort(1, descending=True)

@@ -24,7 +24,7 @@ from torch import nn
 from fastskel.ops import Rope
 from .attention import MultiheadAttention
 
-__all__ = ["Block", "Mlp", "SeparablePosEmbed", "TransformerEncoder", "init_vit_weights"]
+__all__ = ["Block", "Mlp", "SeparablePosEmbed", "SwiGLUFFN", "TransformerEncoder", "init_vit_weights", "swiglu_hidden"]
 
 
 def init_vit_weights(module: nn.Module) -> None:
@@ -49,6 +49,32 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+def swiglu_hidden(hidden: int) -> int:
+    """SwiGLU width for a nominal MLP width: ``(int(2/3 · hidden) + 7) // 8 · 8`` (1024 → 688), so the
+    three matrices hold about as many weights as a two-matrix MLP of width ``hidden`` (DINOv2)."""
+    return (int(hidden * 2 / 3) + 7) // 8 * 8
+
+
+class SwiGLUFFN(nn.Module):
+    """SwiGLU feed-forward (Shazeer 2020), packed as DINOv2's fused variant / SLiM's encoder::
+
+        [a | g] = x W12ᵀ + b12        (W12: (2h, dim), first h rows = a, next h = g)
+        y       = (SiLU(a) ⊙ g) W3ᵀ + b3
+
+    with ``h = swiglu_hidden(hidden)`` (688 for SLiM's nominal 1024). Keys ``w12``, ``w3``.
+    """
+
+    def __init__(self, dim: int, hidden: int, out: Optional[int] = None, bias: bool = True):
+        super().__init__()
+        self.hidden = swiglu_hidden(hidden)
+        self.w12 = nn.Linear(dim, 2 * self.hidden, bias=bias)
+        self.w3 = nn.Linear(self.hidden, out or dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, g = self.w12(x).chunk(2, dim=-1)
+        return self.w3(nn.functional.silu(a) * g)
 
 
 class Block(nn.Module):

@@ -7,7 +7,12 @@ joint positional embedding, cls + register tokens, and 1-D temporal RoPE inside 
                      joint group; features (frame, joint-in-group, channel)
     Z_p = patches·E  [masked tokens ← e_mask]  + E_skel (joint embedding broadcast over time)
     Z_0 = [z_cls | z_reg,1..R | Z_p]
-    Z'_l = MSA_RoPE(LN(Z_{l−1})) + Z_{l−1};  Z_l = MLP(LN(Z'_l)) + Z'_l      (pre-norm, GELU)
+    Z'_l = MSA_RoPE(LN(Z_{l−1})) + Z_{l−1};  Z_l = FFN(LN(Z'_l)) + Z'_l      (pre-norm)
+    FFN = GELU MLP (``ffn="mlp"``) or SwiGLU of width swiglu_hidden(mlp_dim) (``ffn="swiglu"``, the
+    official SLiM code: 1024 → 688)
+
+``cls_pos=True`` adds a learnable positional slot to the cls token (the official code's
+``pos_embed[:, 0]``; ``pos_embed[:, 1:]`` is the joint embedding), registers get none.
     W = LN(Z_L)
 
 RoPE (:class:`fastskel.ops.Rope`, rotate-half, base 10000) rotates q and k of each patch token by
@@ -35,20 +40,27 @@ from torch import nn
 from fastskel.ops import Rope, patchify
 
 from .attention import MultiheadAttention
+from .transformer import SwiGLUFFN
 
 __all__ = ["SkeletonViT", "ViTBlock"]
 
 
 class ViTBlock(nn.Module):
-    """Pre-norm transformer block with RoPE self-attention and a GELU MLP (timm key names)."""
+    """Pre-norm transformer block with RoPE self-attention and a GELU MLP (``mlp.0``/``mlp.2``) or a
+    SwiGLU FFN (``mlp.w12``/``mlp.w3``)."""
 
     def __init__(self, dim: int, heads: int, mlp_dim: int, qkv_bias: bool = True, norm_eps: float = 1e-6,
-                 backend: Optional[str] = None):
+                 backend: Optional[str] = None, ffn: str = "mlp"):
         super().__init__()
+        if ffn not in ("mlp", "swiglu"):
+            raise ValueError(f"ffn: expected 'mlp' or 'swiglu', got {ffn!r}")
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = MultiheadAttention(dim, heads, qkv_bias=qkv_bias, backend=backend)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
+        if ffn == "swiglu":
+            self.mlp = SwiGLUFFN(dim, mlp_dim)
+        else:
+            self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
 
     def forward(self, x: torch.Tensor, rope: Optional[Rope] = None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), rope=rope)
@@ -64,6 +76,8 @@ class SkeletonViT(nn.Module):
         frames_per_patch: P_T (8 in SLiM); every input T must be a multiple.
         joints_per_patch: P_J (1 in SLiM); must divide V.
         dim, depth, heads, mlp_dim: width 256, 8 layers, 8 heads, MLP 1024 in SLiM.
+        ffn: "mlp" (GELU, hidden mlp_dim) or "swiglu" (hidden swiglu_hidden(mlp_dim), official SLiM).
+        cls_pos: a learnable positional slot added to the cls token (official SLiM).
         num_registers: register tokens after cls (4 in SLiM, Darcet et al.).
         qkv_bias: bias of the fused qkv projection.
         norm_eps: LayerNorm epsilon.
@@ -77,8 +91,11 @@ class SkeletonViT(nn.Module):
     def __init__(self, in_channels: int = 3, num_joints: int = 25, frames_per_patch: int = 8,
                  joints_per_patch: int = 1, dim: int = 256, depth: int = 8, heads: int = 8,
                  mlp_dim: int = 1024, num_registers: int = 4, qkv_bias: bool = True,
-                 norm_eps: float = 1e-6, rope_base: float = 10000.0, backend: Optional[str] = None):
+                 norm_eps: float = 1e-6, rope_base: float = 10000.0, backend: Optional[str] = None,
+                 ffn: str = "mlp", cls_pos: bool = False):
         super().__init__()
+        if ffn not in ("mlp", "swiglu"):
+            raise ValueError(f"ffn: expected 'mlp' or 'swiglu', got {ffn!r}")
         for name, v in (("in_channels", in_channels), ("num_joints", num_joints), ("frames_per_patch", frames_per_patch),
                         ("joints_per_patch", joints_per_patch), ("dim", dim), ("depth", depth), ("heads", heads),
                         ("mlp_dim", mlp_dim)):
@@ -93,19 +110,25 @@ class SkeletonViT(nn.Module):
         self.in_channels, self.num_joints = in_channels, num_joints
         self.frames_per_patch, self.joints_per_patch = frames_per_patch, joints_per_patch
         self.dim, self.num_registers, self.rope_base = dim, num_registers, float(rope_base)
+        self.ffn, self.cls_pos, self.mlp_dim = ffn, bool(cls_pos), mlp_dim
         self.num_prefix_tokens = 1 + num_registers
         self.patch_embed = nn.Linear(frames_per_patch * joints_per_patch * in_channels, dim)
         self.joint_embed = nn.Parameter(torch.zeros(1, num_joints // joints_per_patch, dim))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.register_tokens = nn.Parameter(torch.zeros(1, num_registers, dim))
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.blocks = nn.ModuleList(ViTBlock(dim, heads, mlp_dim, qkv_bias, norm_eps, backend) for _ in range(depth))
+        if self.cls_pos:
+            self.cls_pos_embed = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.ModuleList(ViTBlock(dim, heads, mlp_dim, qkv_bias, norm_eps, backend, ffn)
+                                    for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self._init_weights()
 
     def _init_weights(self) -> None:
         for p in (self.joint_embed, self.cls_token, self.register_tokens):
             nn.init.trunc_normal_(p, std=0.02)
+        if self.cls_pos:
+            nn.init.trunc_normal_(self.cls_pos_embed, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -151,8 +174,24 @@ class SkeletonViT(nn.Module):
             p = torch.where(mask[..., None], self.mask_token.to(p.dtype), p)
         tb = n // self.joint_embed.shape[1]
         p = p + self.joint_embed.repeat(1, tb, 1)
-        prefix = torch.cat([self.cls_token, self.register_tokens], 1).expand(b, -1, -1).to(p.dtype)
+        cls = self.cls_token + self.cls_pos_embed if self.cls_pos else self.cls_token
+        prefix = torch.cat([cls, self.register_tokens], 1).expand(b, -1, -1).to(p.dtype)
         return torch.cat([prefix, p], 1)
+
+    def forward_layers(self, x: torch.Tensor, n: int = 1) -> list:
+        """The final-LayerNorm outputs of each of the last ``n`` blocks (DINOv2
+        ``get_intermediate_layers(x, n, norm=True)``), a list of ``(B, 1 + R + N, dim)``."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(self.blocks):
+            raise ValueError(f"n: expected an int in [1, {len(self.blocks)}], got {n!r}")
+        z = self.embed(x)
+        pos = self.positions(x.shape[2], z.device)
+        rope = Rope(pos, pos, self.rope_base)
+        out = []
+        for i, blk in enumerate(self.blocks):
+            z = blk(z, rope=rope)
+            if i >= len(self.blocks) - n:
+                out.append(self.norm(z))
+        return out
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Normalised output tokens ``W = LN(Z_L)`` ``(B, 1 + R + N, dim)`` of ``x`` ``(B, C, T, V)``."""

@@ -10,6 +10,13 @@ Conventions:
   ``q·kᵀ`` and ``p·v``, ``2·B·H·Lq·Lk·d`` each, i.e. ``4·B·Lq·Lk·dim`` (dense: key padding is not
   subtracted).
 
+SLiM (seed 002) reports 3.59 GFLOPs for inference, without saying how it counts. The official
+encoder (SwiGLU 688, 205 tokens per body: cls + 4 registers + 8·25 patches of a 64-frame clip) on
+one action gives 5.19 G with both bodies / 2.60 G with one under ``"paper"`` (2 × MACs of the
+Linear layers and the patch embedding), and 5.88 G / 2.94 G under ``"full"`` (+ the attention
+matmuls); neither is 3.59 G (that needs ~130 tokens per body, or another convention). SwiGLU's
+SiLU·gate product, LayerNorms and softmax are not counted in either. Pinned in tests/test_flops.py.
+
 Counting is by what executes: a Linear applied to a batch-1 tensor that is broadcast later (AMR's
 shared decoder queries) counts once, not once per sample. Calls to ``torch.nn.functional``
 outside modules are not seen.
