@@ -70,7 +70,7 @@ def datasets(tmp_path_factory):
     gfile.write_text(yaml.safe_dump(RIG16))
     out = {"graph": gfile}
     for key, kw in (("rig", dict(graph=str(gfile))), ("coco", dict(graph="coco17", channels="xy+score"))):
-        common = dict(num_classes=2, num_samples=16, T=8, bodies=1, **kw)
+        common = dict(num_classes=2, num_samples=16, T=8, bodies=2, **kw)
         tr, te = SyntheticSkeletons(split="train", **common), SyntheticSkeletons(split="test", **common)
         write_ctrgcn_npz(str(root / f"{key}.npz"), tr, te)
         _write_pyskl(root / f"{key}.pkl", tr, te, kw.get("channels", "xyz"))
@@ -117,10 +117,9 @@ def test_python_custom_graph_checkpoint_evaluates_from_cli(datasets, tmp_path):
     from fastskel.methods.asma import ASMa, ASMaConfig
 
     g = SkeletonGraph.from_dict(RIG16)
-    small = {k: v for k, v in TINY["asma"].items() if k != "projector_dims"}
-    cfg = ASMaConfig(num_joints=16, num_classes=2, graph=g, epochs=1, batch_size=4, projector_dims=(16,), **small) \
-        if "num_classes" in ASMaConfig.__dataclass_fields__ else \
-        ASMaConfig(num_joints=16, graph=g, epochs=1, batch_size=4, projector_dims=(16,), **small)
+    fields = set(ASMaConfig.__dataclass_fields__)
+    small = {k: v for k, v in TINY["asma"].items() if k != "projector_dims" and k in fields}
+    cfg = ASMaConfig(num_joints=16, graph=g, epochs=1, batch_size=4, projector_dims=(16,), **small)
     ds = SyntheticSkeletons(num_classes=2, num_samples=12, T=8, bodies=1, graph=g, split="train")
     res = Trainer(ASMa(cfg), ds, TrainOptions(out=str(tmp_path), device="cpu", progress=False),
                   method_name="asma").fit()
