@@ -51,7 +51,7 @@ def graph_value(value: Any, where: str = "config") -> Any:
         return SkeletonGraph.from_dict(value, source=f"{where}: graph").to_dict()
     if isinstance(value, (str, Path)):
         value = str(value)
-        if value in SkeletonGraph.builtin_names():
+        if value == "" or value in SkeletonGraph.builtin_names():  # "" = graph-free (AMR, MAMP)
             return value
         return SkeletonGraph.get(value).to_dict()
     raise ValueError(f"{where}: field 'graph' expects a built-in name {list(SkeletonGraph.builtin_names())}, "
