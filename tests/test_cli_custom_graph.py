@@ -150,3 +150,25 @@ def test_stgcn_layout_uses_validation_file_and_refuses_training_file(tmp_path, c
     assert main(base) == 2
     err = capsys.readouterr().err
     assert "--test-data" in err and "training set" in err
+
+
+@pytest.mark.parametrize("method", ["asma", "slim"])
+def test_synthetic_coco17_xy(tmp_path, method):
+    data = "synthetic:graph=coco17,channels=xy,num_samples=12,T=8,num_classes=2,bodies=1"
+    assert main(["pretrain", method, "--data", data, "--epochs", "1", "--batch-size", "4", *_sets(method),
+                 "--no-progress", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    ck = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ck["config"]["in_channels"] == 2 and ck["config"]["graph"] == "coco17"
+
+
+def test_synthetic_channels():
+    common = dict(num_classes=2, num_samples=8, T=6, bodies=1, graph="mediapipe33")
+    xy = SyntheticSkeletons(channels="xy", **common)
+    xys = SyntheticSkeletons(channels="xy+score", **common)
+    assert xy.x.shape[1:] == (2, 6, 33, 1) and xys.x.shape[1] == 3
+    torch.testing.assert_close(xys.x[:, :2], xy.x)
+    valid = torch.arange(6)[None] < xys.lengths[:, None]
+    sc = xys.x[:, 2, :, :, 0]
+    assert (sc[valid] >= 0.5).all() and (sc[~valid] == 0).all()
+    with pytest.raises(ValueError, match="channels"):
+        SyntheticSkeletons(channels="xyzw", **common)
