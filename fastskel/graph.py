@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Tuple
@@ -291,7 +292,11 @@ class SkeletonGraph:
         return tuple(par)
 
     def flip_permutation(self) -> Tuple[int, ...]:
-        """Joint permutation that swaps every left/right pair (a mirror's relabelling)."""
+        """Joint permutation that swaps every left/right pair (a mirror's relabelling); the identity,
+        with one warning, for a graph without ``lr_pairs`` (the left/right flip is then disabled)."""
+        if not self.lr_pairs:
+            warnings.warn(f"graph '{self.name}' has no lr_pairs: left/right joint swaps are disabled "
+                          "(add lr_pairs to the graph file to enable mirroring)", stacklevel=2)
         perm = list(range(self.V))
         for a, b in self.lr_pairs:
             perm[a], perm[b] = b, a

@@ -65,6 +65,8 @@ def test_rig_from_yaml_and_json(tmp_path):
     j.write_text(json.dumps({**RIG16, "lr_pairs": [[4, 7]], "name": "r"}))
     assert SkeletonGraph.get(j.as_posix()).lr_pairs == ((4, 7),)
     assert SkeletonGraph.get({"edges": RIG16["edges"], "root": 0}).center == 0
+    with pytest.warns(UserWarning, match="no lr_pairs"):
+        assert g.flip_permutation() == tuple(range(16))
 
 
 def test_rig_errors_name_the_field(tmp_path):
