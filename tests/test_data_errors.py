@@ -154,7 +154,7 @@ def test_fuzz_readers_only_raise_valueerror(files, tmp_path, kind):
     target = files["npy"] if kind == "pkl_label" else src
     raw0 = src.read_bytes()
 
-    @settings(max_examples=150, deadline=None, derandomize=True,
+    @settings(max_examples=300, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     @given(cut=st.none() | st.integers(0, 10 ** 6),
            flips=st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, 255)), max_size=4))

@@ -6,6 +6,7 @@ import functools
 import os
 import pickle
 import struct
+import tokenize
 import zipfile
 import zlib
 
@@ -14,7 +15,8 @@ __all__ = ["DAMAGE_ERRORS", "describe_damage", "reader"]
 # What numpy / zipfile / pickle raise on damaged bytes (ValueError passes through untouched).
 DAMAGE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, pickle.UnpicklingError, struct.error,
                  UnicodeDecodeError, KeyError, IndexError, TypeError, AttributeError, OverflowError,
-                 MemoryError, ImportError, OSError, RecursionError, AssertionError, SyntaxError)
+                 MemoryError, ImportError, OSError, RecursionError, AssertionError, SyntaxError,
+                 tokenize.TokenError)  # numpy parses a .npy header with ast/tokenize
 
 
 def describe_damage(path, kind: str, err: BaseException) -> ValueError:
