@@ -5,13 +5,19 @@
 including its quirk that hop distances beyond ``max_hop`` are infinite, which is why the NTU-25
 "spatial" subsets hold 25 / 40 / 8 non-zeros rather than 25 / 24 / 24.
 
-Nothing here hard-codes V=25: any rig is ``SkeletonGraph(edges, center)``.
+Nothing here hard-codes V=25: any rig is ``SkeletonGraph(edges, center)``, a mapping
+(:meth:`SkeletonGraph.from_dict`) or a YAML/JSON file (:meth:`SkeletonGraph.from_file`). The
+built-ins beyond NTU-25 and OpenPose-18 (``openpose25``, ``coco17``, ``mediapipe33``, ``h36m17``)
+are data files in ``fastskel/graphs/*.yaml``.
 """
 from __future__ import annotations
 
+import json
+import os
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 import torch
@@ -45,6 +51,16 @@ _OPENPOSE18_PARTS = {
     "right_leg": (8, 9, 10),
     "left_leg": (11, 12, 13),
 }
+
+
+_GRAPH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "graphs")
+
+
+def _data_graph_names() -> Tuple[str, ...]:
+    try:
+        return tuple(sorted(f[:-5] for f in os.listdir(_GRAPH_DIR) if f.endswith(".yaml")))
+    except OSError:
+        return ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,24 +112,137 @@ class SkeletonGraph:
         return cls(_OPENPOSE18_EDGES, 1, 18, _OPENPOSE18_LR, _OPENPOSE18_PARTS, "openpose18")
 
     @classmethod
-    def get(cls, name: str | "SkeletonGraph") -> "SkeletonGraph":
-        """A built-in graph by name ("ntu25", "openpose18") or the graph itself."""
+    def builtin_names(cls) -> Tuple[str, ...]:
+        """Names accepted by :meth:`get` (aliases included)."""
+        return tuple(sorted({"ntu25", "ntu", "ntu-rgb+d", "openpose18", "openpose", "body25"}
+                            | set(_data_graph_names())))
+
+    @classmethod
+    def get(cls, name: "str | SkeletonGraph | Mapping[str, Any]") -> "SkeletonGraph":
+        """The graph itself, a built-in by name, a mapping (:meth:`from_dict`) or a YAML/JSON file."""
         if isinstance(name, SkeletonGraph):
             return name
+        if isinstance(name, Mapping):
+            return cls.from_dict(name)
+        if isinstance(name, os.PathLike):
+            return cls.from_file(name)
+        if not isinstance(name, str):
+            raise TypeError(f"graph: expected a name, a mapping, a file or a SkeletonGraph, got {type(name).__name__}")
         builders = {"ntu25": cls.ntu25, "ntu": cls.ntu25, "ntu-rgb+d": cls.ntu25,
                     "openpose18": cls.openpose18, "openpose": cls.openpose18}
-        if name not in builders:
-            raise ValueError(f"graph: expected one of {sorted(builders)}, got {name!r}")
-        return builders[name]()
+        if name in builders:
+            return builders[name]()
+        alias = {"body25": "openpose25"}.get(name, name)
+        if alias in _data_graph_names():
+            return cls.from_file(os.path.join(_GRAPH_DIR, alias + ".yaml"))
+        if name.lower().endswith((".yaml", ".yml", ".json")) or os.path.isfile(name):
+            return cls.from_file(name)
+        raise ValueError(f"graph: expected one of {list(cls.builtin_names())} or a .yaml/.json file, got {name!r}")
 
     @classmethod
     def for_joints(cls, num_joints: int) -> "SkeletonGraph":
-        """The built-in graph with ``num_joints`` joints (25 → NTU, 18 → OpenPose)."""
-        if num_joints == 25:
-            return cls.ntu25()
-        if num_joints == 18:
-            return cls.openpose18()
-        raise ValueError(f"graph: no built-in graph has V={num_joints} joints; pass graph=SkeletonGraph(edges, center)")
+        """The built-in graph with ``num_joints`` joints (25 → NTU, 18 → OpenPose, 17 → COCO, 33 → MediaPipe)."""
+        by_v = {25: "ntu25", 18: "openpose18", 17: "coco17", 33: "mediapipe33"}
+        if num_joints in by_v:
+            return cls.get(by_v[num_joints])
+        raise ValueError(f"graph: no built-in graph has V={num_joints} joints; give one with --graph FILE.yaml "
+                         f"(or graph= a SkeletonGraph / {{edges: [...], center: ...}} mapping)")
+
+    # ----------------------------------------------------------------- graphs as data
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "graph") -> "SkeletonGraph":
+        """A graph from a mapping with ``edges`` and ``center`` (or ``root``); optional ``num_joints``,
+        ``parts`` (name -> joints), ``lr_pairs`` (alias ``left_right``), ``name``.
+
+        Missing ``parts`` default to the subtrees hanging off the centre (see :meth:`default_parts`);
+        missing ``lr_pairs`` leave mirroring without pairs (the transforms warn once).
+        """
+        if not isinstance(d, Mapping):
+            raise ValueError(f"{source}: expected a mapping with 'edges' and 'center', got {type(d).__name__}")
+        known = {"edges", "center", "root", "num_joints", "parts", "lr_pairs", "left_right", "name"}
+        extra = sorted(set(d) - known)
+        if extra:
+            raise ValueError(f"{source}: unknown field(s) {extra}; expected some of {sorted(known)}")
+        if "edges" not in d:
+            raise ValueError(f"{source}: missing field 'edges' (a list of [i, j] joint pairs)")
+        center = d.get("center", d.get("root"))
+        if center is None:
+            raise ValueError(f"{source}: missing field 'center' (the root joint used for centring and bones)")
+        try:
+            edges = [(int(i), int(j)) for i, j in d["edges"]]
+            lr = [(int(a), int(b)) for a, b in (d.get("lr_pairs", d.get("left_right")) or ())]
+            parts = {str(k): tuple(int(j) for j in v) for k, v in dict(d.get("parts") or {}).items()}
+            center, v = int(center), int(d.get("num_joints", -1))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{source}: malformed field ({e}); edges/lr_pairs expect [i, j] pairs, parts "
+                             "name -> joint list, center/num_joints integers") from None
+        g = cls(tuple(edges), center, v, tuple(lr), parts, str(d.get("name", "custom")))
+        if not g.parts:
+            object.__setattr__(g, "parts", g.default_parts())
+        for pname, joints in g.parts.items():
+            bad = [j for j in joints if not 0 <= j < g.V]
+            if bad:
+                raise ValueError(f"{source}: parts.{pname}: joints {bad} are outside [0, {g.V})")
+        for a, b in g.lr_pairs:
+            if not (0 <= a < g.V and 0 <= b < g.V) or a == b:
+                raise ValueError(f"{source}: lr_pairs: expected distinct joints in [0, {g.V}), got ({a}, {b})")
+        return g
+
+    @classmethod
+    def from_file(cls, path: "str | os.PathLike") -> "SkeletonGraph":
+        """A graph from a YAML (``.yaml``/``.yml``) or JSON file holding the mapping of :meth:`from_dict`."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ValueError(f"graph: no such graph file: {path!r}")
+        try:
+            with open(path, "r", encoding="utf-8") as f:
+                text = f.read()
+            if path.lower().endswith(".json"):
+                d = json.loads(text)
+            else:
+                import yaml
+
+                d = yaml.safe_load(text)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not a text file ({e.reason})") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        except Exception as e:  # yaml.YAMLError
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise ValueError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+        g = cls.from_dict(d, source=path)
+        if g.name == "custom":
+            object.__setattr__(g, "name", os.path.splitext(os.path.basename(path))[0])
+        return g
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain lists/dicts (safe for ``torch.load(weights_only=True)``, YAML and JSON)."""
+        return {"name": self.name, "num_joints": self.V, "center": self.center,
+                "edges": [list(e) for e in self.edges], "lr_pairs": [list(p) for p in self.lr_pairs],
+                "parts": {k: list(v) for k, v in self.parts.items()}}
+
+    def default_parts(self) -> Dict[str, Tuple[int, ...]]:
+        """Body parts when a rig gives none: the centre with its leaf neighbours is ``torso``, and
+        each other subtree hanging off the centre (on the BFS tree of :attr:`parents`) is one part."""
+        par = self.parents
+        top = {}
+        for j in range(self.V):
+            k = j
+            while par[k] != self.center and k != self.center:
+                k = par[k]
+            top.setdefault(k, []).append(j)
+        parts: Dict[str, Tuple[int, ...]] = {"torso": tuple([self.center])}
+        torso = [self.center]
+        for k in sorted(top):
+            if k == self.center:
+                continue
+            if len(top[k]) == 1:
+                torso.extend(top[k])
+            else:
+                parts[f"limb{len(parts)}"] = tuple(sorted(top[k]))
+        parts["torso"] = tuple(sorted(torso))
+        return parts
 
     # ----------------------------------------------------------------- structure
     @property
@@ -163,7 +292,11 @@ class SkeletonGraph:
         return tuple(par)
 
     def flip_permutation(self) -> Tuple[int, ...]:
-        """Joint permutation that swaps every left/right pair (a mirror's relabelling)."""
+        """Joint permutation that swaps every left/right pair (a mirror's relabelling); the identity,
+        with one warning, for a graph without ``lr_pairs`` (the left/right flip is then disabled)."""
+        if not self.lr_pairs:
+            warnings.warn(f"graph '{self.name}' has no lr_pairs: left/right joint swaps are disabled "
+                          "(add lr_pairs to the graph file to enable mirroring)", stacklevel=2)
         perm = list(range(self.V))
         for a, b in self.lr_pairs:
             perm[a], perm[b] = b, a

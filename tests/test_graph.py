@@ -89,7 +89,7 @@ def test_bad_lookups():
         SkeletonGraph.ntu25().partition("nope")
     with pytest.raises(ValueError, match="graph"):
         SkeletonGraph.get("kinect99")
-    with pytest.raises(ValueError, match="V=17"):
-        SkeletonGraph.for_joints(17)
+    with pytest.raises(ValueError, match="V=16"):
+        SkeletonGraph.for_joints(16)  # 17 is COCO-17 now
     with pytest.raises(ValueError, match="expected V=25 joints"):
         SkeletonGraph.ntu25().check_num_joints(18)

@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .core import SkeletonData, valid_lengths
+from .errors import DAMAGE_ERRORS, describe_damage, reader
 
 __all__ = ["load", "read_ctrgcn_npz", "read_pku_mmd", "read_pyskl", "read_stgcn_npy", "write_ctrgcn_npz"]
 
@@ -52,8 +53,15 @@ def _onehot_to_labels(y: np.ndarray, path: str, key: str) -> np.ndarray:
     return y.argmax(1).astype(np.int64)
 
 
-def read_ctrgcn_npz(path: str, split: str = "train", num_joints: int = 25, channels: int = 3) -> SkeletonData:
-    """CTR-GCN/MAMP ``NTU60_CS.npz``-style file → ``(N, 3, T, 25, M)``."""
+@reader("CTR-GCN .npz")
+def read_ctrgcn_npz(path: str, split: str = "train", num_joints: Optional[int] = None,
+                    channels: int = 3) -> SkeletonData:
+    """CTR-GCN/MAMP ``NTU60_CS.npz``-style file → ``(N, C, T, V, M)``.
+
+    ``num_joints`` V (default: inferred from the last dim ``F = M·V·C``: 25 when ``F`` is a
+    multiple of ``25·C``, else ``F / (2·C)`` (two bodies, the CTR-GCN convention), else ``F / C``);
+    ``channels`` C (3 = xyz; 2 = xy; 3 may also be xy+score, declared by the caller).
+    """
     part = {"train": "train", "test": "test", "val": "test"}.get(split)
     if part is None:
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
@@ -65,8 +73,10 @@ def read_ctrgcn_npz(path: str, split: str = "train", num_joints: int = 25, chann
         y = _onehot_to_labels(z[f"y_{part}"], path, f"y_{part}")
         names = [str(s) for s in z[f"names_{part}"]] if f"names_{part}" in keys else None
     if x.ndim != 3:
-        raise ValueError(f"{path}: x_{part}: expected (N, T, M*{num_joints}*{channels}), got shape {x.shape}")
+        raise ValueError(f"{path}: x_{part}: expected (N, T, M*V*{channels}), got shape {x.shape}")
     n, t, f = x.shape
+    if num_joints is None:
+        num_joints = _infer_joints(f, channels, path, f"x_{part}")
     if f % (num_joints * channels):
         raise ValueError(f"{path}: x_{part}: last dim {f} is not a multiple of V*C = {num_joints * channels}")
     if y.shape[0] != n:
@@ -76,6 +86,16 @@ def read_ctrgcn_npz(path: str, split: str = "train", num_joints: int = 25, chann
     _check_finite(x, path)
     return SkeletonData(x, y, names=names or [f"{part}_{i}" for i in range(n)],
                         meta={"format": "ctrgcn_npz", "path": str(path)})
+
+
+def _infer_joints(f: int, channels: int, path: str, key: str) -> int:
+    if f > 0 and f % (25 * channels) == 0:
+        return 25
+    for bodies in (2, 1):
+        if f > 0 and f % (bodies * channels) == 0:
+            return f // (bodies * channels)
+    raise ValueError(f"{path}: {key}: last dim {f} is not a multiple of V*C (M*V*C with C={channels}); "
+                     "pass num_joints= / channels=")
 
 
 def write_ctrgcn_npz(path: str, train: SkeletonData, test: SkeletonData, num_classes: Optional[int] = None) -> None:
@@ -106,12 +126,20 @@ def _find_label(path: str) -> str:
 def _load_pickle(path: str):
     with open(path, "rb") as f:
         try:
-            return pickle.load(f)
-        except UnicodeDecodeError:  # python 2 pickles (st-gcn era)
-            f.seek(0)
-            return pickle.load(f, encoding="latin1")
+            try:
+                return pickle.load(f)
+            except UnicodeDecodeError:  # python 2 pickles (st-gcn era)
+                f.seek(0)
+                return pickle.load(f, encoding="latin1")
+        except (FileNotFoundError, PermissionError):
+            raise
+        except DAMAGE_ERRORS as e:
+            raise describe_damage(path, "pickle", e) from None
+        except ValueError as e:
+            raise ValueError(f"{path}: corrupt pickle file ({' '.join(str(e).split())[:200]})") from None
 
 
+@reader(".npy")
 def read_stgcn_npy(path: str, label_path: Optional[str] = None, mmap: bool = False) -> SkeletonData:
     """st-gcn / AimCLR / PSTL data ``(N, C, T, V, M)`` ``.npy`` + ``(names, labels)`` label ``.pkl``."""
     label_path = label_path or _find_label(path)
@@ -144,9 +172,17 @@ def _pyskl_split_name(splits: Dict[str, list], split: str, path: str) -> str:
                      f"{' (ambiguous: ' + ', '.join(matches) + ')' if len(matches) > 1 else ''}, got {split!r}")
 
 
-def read_pyskl(path: str, split: str = "train") -> SkeletonData:
+@reader("PYSKL .pkl")
+def read_pyskl(path: str, split: str = "train", score: str = "channel") -> SkeletonData:
     """PYSKL / mmaction2 annotation pickle → the annotations of ``split`` (a split name such as
-    ``"xsub_train"``, or "train"/"test" when that resolves to exactly one split)."""
+    ``"xsub_train"``, or "train"/"test" when that resolves to exactly one split).
+
+    2-D files carry ``keypoint`` ``(M, T, V, 2)`` and ``keypoint_score`` ``(M, T, V)``: with
+    ``score="channel"`` (default) the score becomes channel 2 (C=3, ``meta["channels"] ==
+    "xy+score"``); ``score="ignore"`` keeps C=2 (``"xy"``), an explicit choice, never a default.
+    """
+    if score not in ("channel", "ignore"):
+        raise ValueError(f"score: expected 'channel' or 'ignore', got {score!r}")
     obj = _load_pickle(path)
     if not (isinstance(obj, dict) and "annotations" in obj):
         raise ValueError(f"{path}: expected a PYSKL dict with 'split' and 'annotations', got {type(obj).__name__}")
@@ -165,9 +201,15 @@ def read_pyskl(path: str, split: str = "train") -> SkeletonData:
         for key in ("keypoint", "label"):
             if key not in a:
                 raise ValueError(f"{path}: annotation {i} ({a.get('frame_dir', '?')}): missing {key!r}")
-        kp = np.asarray(a["keypoint"])
+        kp = np.asarray(a["keypoint"], dtype=np.float32)
         if kp.ndim != 4:
             raise ValueError(f"{path}: annotation {i} ({a.get('frame_dir', '?')}): keypoint expected (M, T, V, C), got shape {kp.shape}")
+        if "keypoint_score" in a and score == "channel":
+            sc = np.asarray(a["keypoint_score"], dtype=np.float32)
+            if sc.shape != kp.shape[:3]:
+                raise ValueError(f"{path}: annotation {i} ({a.get('frame_dir', '?')}): keypoint_score expected "
+                                 f"shape {kp.shape[:3]} to match keypoint, got {sc.shape}")
+            kp = np.concatenate([kp, sc[..., None]], axis=-1)
         kps.append(kp)
     V, C = kps[0].shape[2], kps[0].shape[3]
     for i, kp in enumerate(kps):
@@ -183,7 +225,14 @@ def read_pyskl(path: str, split: str = "train") -> SkeletonData:
     lengths = np.minimum(lengths, [kp.shape[1] for kp in kps])
     return SkeletonData(x, np.array([int(a["label"]) for a in anns]), lengths,
                         names=[str(a.get("frame_dir", i)) for i, a in enumerate(anns)],
-                        meta={"format": "pyskl", "path": str(path), "split": split})
+                        meta={"format": "pyskl", "path": str(path), "split": split,
+                              "channels": _pyskl_channels(anns[0], C, score)})
+
+
+def _pyskl_channels(ann: dict, C: int, score: str) -> str:
+    if "keypoint_score" in ann and score == "channel":
+        return "xy+score" if C == 3 else f"{C - 1}d+score"
+    return {2: "xy", 3: "xyz"}.get(C, f"{C}d")
 
 
 # ------------------------------------------------------------------------------------------ PKU-MMD
@@ -239,6 +288,7 @@ def _read_pku_labels(path: str) -> List[Tuple[int, int, int, float, int]]:
     return out
 
 
+@reader("PKU-MMD")
 def read_pku_mmd(skeleton: str, labels: str, videos: Optional[Sequence[str]] = None,
                  max_frames: Optional[int] = None) -> SkeletonData:
     """PKU-MMD raw data → one sample per labelled action segment.

@@ -165,7 +165,11 @@ class SyntheticSkeletons(SkeletonDataset):
             origin, as CTR-GCN's preprocessing (``seq_translation``) leaves NTU; ``False`` keeps camera
             coordinates (subject about 3 m in front of the camera).
 
-    Attributes ``x`` float32 ``(N, 3, T, V, M)``, ``y`` int64, ``lengths`` int64,
+        channels: ``"xyz"`` (camera metres), ``"xy"`` (pinhole projection ``(x/z, y/z)`` before
+            centring, like a pose estimator's image coordinates) or ``"xy+score"`` (plus a
+            confidence channel in [0.5, 1]; zero on padding).
+
+    Attributes ``x`` float32 ``(N, C, T, V, M)`` (C = 3, 2 or 3), ``y`` int64, ``lengths`` int64,
     ``subjects`` int64 (a subject id per sample), ``class_groups`` (the motion groups per class);
     ``ds[i]`` → ``(x, length, label)``.
     """
@@ -173,7 +177,8 @@ class SyntheticSkeletons(SkeletonDataset):
     def __init__(self, num_classes: int = 10, num_samples: int = 500, T: int = 96,
                  graph: Optional[SkeletonGraph | str] = None, bodies: int = 2, seed: int = 0, *,
                  class_seed: int = 0, split: str = "all", test_fraction: float = 0.2,
-                 min_length: Optional[int] = None, noise: float = 0.008, center: bool = True):
+                 min_length: Optional[int] = None, noise: float = 0.008, center: bool = True,
+                 channels: str = "xyz"):
         for name, v, lo in (("num_classes", num_classes, 2), ("num_samples", num_samples, 1), ("T", T, 2)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name}: expected an int >= {lo}, got {v!r}")
@@ -186,6 +191,9 @@ class SyntheticSkeletons(SkeletonDataset):
         min_length = max(T // 2, 1) if min_length is None else min_length
         if not 1 <= min_length <= T:
             raise ValueError(f"min_length: expected an int in [1, T={T}], got {min_length}")
+        if channels not in ("xyz", "xy", "xy+score"):
+            raise ValueError(f"channels: expected 'xyz', 'xy' or 'xy+score', got {channels!r}")
+        self.channels = channels
         self.graph = SkeletonGraph.ntu25() if graph is None else SkeletonGraph.get(graph)
         self.num_classes_, self.T, self.bodies, self.seed, self.class_seed = num_classes, T, bodies, seed, class_seed
         self._setup_skeleton()
@@ -377,8 +385,13 @@ class SyntheticSkeletons(SkeletonDataset):
             present[:, 1] = inter
         valid = torch.arange(T)[None, :] < lengths[:, None]  # (N, T)
         keep = valid[:, :, None, None, None] & present[:, None, None, None, :]
+        if self.channels != "xyz":  # pinhole projection onto the image plane z = 1 (focal 1)
+            out = out[..., :2, :] / out[..., 2:3, :].clamp_min(0.5)
         if center:  # CTR-GCN seq_translation: body 0's joint 1 (SpineMid) at frame 0 is the origin
-            out = out - out[:, :1, 1:2, :, :1]
+            c = min(1, V - 1)
+            out = out - out[:, :1, c:c + 1, :, :1]
+        if self.channels == "xy+score":  # a detector-like confidence in [0.5, 1] per joint and frame
+            out = torch.cat([out, 0.5 + 0.5 * d(N, T, V, 1, M)], 3)
         out = out * keep
         x = out.permute(0, 3, 1, 2, 4).contiguous()  # (N, 3, T, V, M)
         return x, y, lengths, subjects

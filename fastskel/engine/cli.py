@@ -30,6 +30,9 @@ def _add_common(p: argparse.ArgumentParser, training: bool = True) -> None:
     p.add_argument("--data", default="synthetic", metavar="SPEC",
                    help="'synthetic' (the embedded dataset; options as synthetic:num_classes=5,num_samples=64,T=32) "
                         "or a path in any supported format (default: synthetic)")
+    p.add_argument("--test-data", default=None, metavar="PATH",
+                   help="test-split file where --data holds one split per file (st-gcn .npy); default: "
+                        "val_/test_ beside the training file")
     p.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of model init, data order and subsets (default: 0)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
@@ -41,6 +44,9 @@ def _add_common(p: argparse.ArgumentParser, training: bool = True) -> None:
                                                          "(optional 'trainer:' section for engine options)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one config field (repeatable; VALUE is read as YAML, e.g. --set depth=2)")
+        p.add_argument("--graph", metavar="NAME|FILE", help="skeleton graph: a built-in name (ntu25, openpose18, "
+                                                              "openpose25, coco17, mediapipe33, h36m17) or a .yaml/.json "
+                                                              "rig with edges, center (default: from the data's V)")
         p.add_argument("--epochs", type=int, help="epochs (default: the config's)")
         p.add_argument("--batch-size", type=int, help="global batch size (default: the config's)")
 
@@ -102,7 +108,34 @@ def _data_defaults(cfg_cls, ds, given: Dict[str, Any]) -> Dict[str, Any]:
     for key, val in (("num_classes", int(ds.num_classes)), ("num_joints", int(v)), ("in_channels", int(c))):
         if key in names and key not in given:
             out[key] = val
+    if "graph" in names and "graph" not in given:
+        out["graph"] = _data_graph(cfg_cls, ds, v)
     return out
+
+
+def _data_graph(cfg_cls, ds, v: int):
+    """The graph of the data: ``--graph`` (stored on the dataset by the CLI), the graph the data
+    declares (synthetic data), the config default when its V matches, else the built-in with V joints."""
+    import dataclasses
+
+    from fastskel.graph import SkeletonGraph
+
+    from .config import graph_value
+
+    g = getattr(ds, "graph", None)
+    if isinstance(g, SkeletonGraph):
+        if g.name in SkeletonGraph.builtin_names() and SkeletonGraph.get(g.name).to_dict() == g.to_dict():
+            return g.name
+        return graph_value(g)
+    default = {f.name: f.default for f in dataclasses.fields(cfg_cls)}["graph"]
+    if isinstance(default, str) and default and SkeletonGraph.get(default).V == v:
+        return default
+    try:
+        return SkeletonGraph.for_joints(v).name
+    except ValueError:
+        if default == "":
+            return ""  # graph-free methods (AMR, MAMP, the tiny supervised net) run without one
+        raise
 
 
 def _check_keys(name: str, given: Dict[str, Any]) -> None:
@@ -121,6 +154,8 @@ def _build_config(name: str, args, ds, given: Optional[Dict[str, Any]] = None):
 
     _, cfg_cls = _get_method(name)
     given = _overrides(args, name) if given is None else given
+    if getattr(args, "graph", None) and "graph" not in given:
+        given = {**given, "graph": args.graph}
     _check_keys(name, given)
     auto = _data_defaults(cfg_cls, ds, given) if ds is not None else {}
     return apply_overrides(cfg_cls(**auto) if auto else cfg_cls(), given, where=f"{name} config")
@@ -218,7 +253,7 @@ def cmd_eval(args) -> int:
 
     protocol = args.protocol
     train_ds = load_dataset(args.data, "train")
-    test_ds = load_dataset(args.data, "test")
+    test_ds = load_dataset(args.data, "test", getattr(args, "test_data", None))
     method, name = _eval_method(args, train_ds)
     device = resolve_device(args.device)
     out = Path(args.out) if args.out else (Path(args.checkpoint).parent if args.checkpoint else None)
@@ -304,7 +339,7 @@ def cmd_distill(args) -> int:
     # checkpoint gives the bare method (ASMa then fits its linear-probe aligner first)
     teacher = load_classifier(args.teacher)[0] if kind == "classifier" else load_method(args.teacher)[0]
     train_ds = load_dataset(args.data, "train")
-    test_ds = load_dataset(args.data, "test")
+    test_ds = load_dataset(args.data, "test", getattr(args, "test_data", None))
     out = args.out or str(Path(args.teacher).parent / "distill")
     kw = {"teacher": teacher, "train": train_ds, "test": test_ds, "epochs": args.epochs,
           "batch_size": args.batch_size, "device": args.device, "out": out, "seed": args.seed,
@@ -339,7 +374,7 @@ def cmd_export(args) -> int:
     if args.data_shape:
         shape = tuple(int(s) for s in args.data_shape.split(","))
     if not shape:
-        ds = load_dataset(args.data, "test")
+        ds = load_dataset(args.data, "test", getattr(args, "test_data", None))
         shape = tuple(ds.x.shape[1:])
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / "export"
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]

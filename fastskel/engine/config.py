@@ -17,7 +17,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-__all__ = ["load_yaml", "apply_overrides", "config_to_dict", "split_trainer_section"]
+__all__ = ["load_yaml", "apply_overrides", "config_to_dict", "graph_value", "split_trainer_section"]
 
 
 def load_yaml(path) -> Dict[str, Any]:
@@ -39,7 +39,28 @@ def load_yaml(path) -> Dict[str, Any]:
     return data
 
 
+def graph_value(value: Any, where: str = "config") -> Any:
+    """A ``graph`` field's value in checkpoint-safe form: a built-in name stays a string; a
+    :class:`~fastskel.graph.SkeletonGraph`, a mapping or a YAML/JSON file becomes the graph's plain
+    dict (:meth:`~fastskel.graph.SkeletonGraph.to_dict`), so no object is ever pickled."""
+    from fastskel.graph import SkeletonGraph
+
+    if isinstance(value, SkeletonGraph):
+        return value.to_dict()
+    if isinstance(value, Mapping):
+        return SkeletonGraph.from_dict(value, source=f"{where}: graph").to_dict()
+    if isinstance(value, (str, Path)):
+        value = str(value)
+        if value == "" or value in SkeletonGraph.builtin_names():  # "" = graph-free (AMR, MAMP)
+            return value
+        return SkeletonGraph.get(value).to_dict()
+    raise ValueError(f"{where}: field 'graph' expects a built-in name {list(SkeletonGraph.builtin_names())}, "
+                     f"a .yaml/.json file or a mapping {{edges: [...], center: ...}}, got {value!r}")
+
+
 def _coerce(name: str, value: Any, default: Any, where: str) -> Any:
+    if name == "graph":
+        return graph_value(value, where) if value is not None else value
     if default is None or value is None:
         return value
     t = type(default)
@@ -103,7 +124,10 @@ def apply_overrides(cfg, overrides: Optional[Mapping[str, Any]], where: str = "c
 
 def config_to_dict(cfg) -> Dict[str, Any]:
     """A dataclass config as a plain dict (tuples kept) for checkpoints and logs."""
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    out = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    if out.get("graph") is not None and not isinstance(out["graph"], str):
+        out["graph"] = graph_value(out["graph"])
+    return out
 
 
 def split_trainer_section(data: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:

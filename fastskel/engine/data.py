@@ -9,13 +9,13 @@ path read by :func:`fastskel.data.load` (format detected from the file).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 __all__ = ["load_dataset", "parse_synthetic", "SYNTHETIC_KEYS"]
 
 SYNTHETIC_KEYS = {"num_classes": int, "num_samples": int, "T": int, "bodies": int, "seed": int,
                   "class_seed": int, "test_fraction": float, "min_length": int, "noise": float,
-                  "graph": str}
+                  "graph": str, "channels": str}
 
 
 def parse_synthetic(spec: str) -> Dict[str, Any]:
@@ -36,8 +36,43 @@ def parse_synthetic(spec: str) -> Dict[str, Any]:
     return kw
 
 
-def load_dataset(spec: str, split: str = "train"):
-    """A :class:`fastskel.data.SkeletonDataset` for ``--data spec`` and ``split`` ("train"/"test")."""
+_ONE_SPLIT_SUFFIXES = (".npy",)
+
+
+def one_split_test_file(train_path: str) -> Path:
+    """The test file beside a one-split-per-file training file (st-gcn/AimCLR ``.npy``):
+    ``train_data_joint.npy`` → ``val_data_joint.npy`` or ``test_data_joint.npy``; ``ValueError``
+    saying how to fix it when there is none (the test set is never silently the training set)."""
+    p = Path(train_path)
+    name = p.name
+    cands = []
+    if "train" in name:
+        cands = [p.with_name(name.replace("train", alt, 1)) for alt in ("val", "test")]
+    for c in cands:
+        if c.is_file() and c.resolve() != p.resolve():
+            return c
+    looked = f" (looked for {', '.join(str(c) for c in cands)})" if cands else ""
+    raise ValueError(f"data: {p} holds a single split (st-gcn/AimCLR layout), so the test set would be the "
+                     f"training set{looked}; give the test file with --test-data PATH")
+
+
+def load_dataset(spec: str, split: str = "train", test_data: Optional[str] = None):
+    """A :class:`fastskel.data.SkeletonDataset` for ``--data spec`` and ``split`` ("train"/"test").
+
+    ``test_data``: the file of the test split (``--test-data``) where ``spec`` holds one split per
+    file (st-gcn ``.npy``); without it the test file is looked up beside ``spec``
+    (:func:`one_split_test_file`). A test split that resolves to the training file is refused.
+    """
+    if test_data is not None and split != "train":
+        tp = Path(test_data)
+        if isinstance(spec, str) and Path(spec).exists() and tp.exists() and tp.resolve() == Path(spec).resolve() \
+                and spec.lower().endswith(_ONE_SPLIT_SUFFIXES):
+            raise ValueError(f"--test-data: {tp} is the training file given by --data; give the validation "
+                             f"file (e.g. val_data_joint.npy)")
+        return load_dataset(str(tp), "test" if not str(tp).lower().endswith(_ONE_SPLIT_SUFFIXES) else split)
+    if (isinstance(spec, str) and split != "train" and spec.lower().endswith(_ONE_SPLIT_SUFFIXES)
+            and Path(spec).is_file()):
+        return load_dataset(str(one_split_test_file(spec)), "train")
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"data: expected 'synthetic[:options]' or a path, got {spec!r}")
     if spec == "synthetic" or spec.startswith("synthetic:"):

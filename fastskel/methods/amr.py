@@ -81,6 +81,7 @@ class _MaskedSkeletonConfig:
     in_channels: int = 3
     num_frames: int = 120
     num_joints: int = 25
+    graph: str = ""  # recorded only (AMR/MAMP need V alone): a built-in name or a graph mapping
     frames_per_patch: int = 4
     # encoder
     dim: int = 256

@@ -188,6 +188,9 @@ def augment(x: torch.Tensor, graph: SkeletonGraph, padding_ratio: int = 6, shear
     bodies share the draw, zero bodies stay zero."""
     n, t = x.shape[0], x.shape[2]
     full = torch.full((n,), t, dtype=torch.int64, device=x.device)
+    if x.shape[1] == 2:  # 2-D keypoints: augment (x, y, 0), so only the in-plane part reaches x, y
+        x3 = torch.cat([x, torch.zeros_like(x[:, :1])], 1)
+        return pstl_augment(x3, full, shear, padding_ratio, flip_prob, graph, generator=generator)[:, :2]
     return pstl_augment(x, full, shear, padding_ratio, flip_prob, graph, generator=generator)
 
 

@@ -58,6 +58,7 @@ class SupervisedConfig:
     num_classes: int = 60
     in_channels: int = 3
     num_joints: int = 25
+    graph: str = ""  # "" = the built-in graph with num_joints joints; else a name, file or graph mapping
     backbone: str = "auto"
     hidden: int = 16
     depth: int = 10
@@ -143,7 +144,8 @@ class Supervised(nn.Module):
 
             c = self.config
             self.backbone = stgcn(c.in_channels, c.hidden, c.out_dim, c.depth,
-                                  graph=SkeletonGraph.for_joints(c.num_joints), dropout=c.dropout,
+                                  graph=SkeletonGraph.get(c.graph) if c.graph else SkeletonGraph.for_joints(c.num_joints),
+                                  dropout=c.dropout,
                                   temporal_kernel=c.kernel)
             self.feature_dim = int(self.backbone.out_dim)
         else:
