@@ -104,7 +104,7 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
             why = ("it holds Python objects other than tensors, numbers, strings and containers, so it "
                    "is not a fastskel checkpoint (fastskel never runs code stored in a checkpoint)")
         else:
-            why = f"it is truncated or corrupt ({type(e).__name__} while reading it)"
+            why = f"it is corrupt or truncated ({type(e).__name__} while reading it)"
         raise CheckpointError(f"checkpoint {path} cannot be loaded: {why}.{hint}") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
