@@ -52,6 +52,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 COMMAND_MODULES = (
     "fastskel.data.cli",      # prepare
     "fastskel.engine.cli",    # pretrain, eval, distill, export, bench, profile
+    "fastskel.engine.runs_cli",  # plot, report
 )
 
 

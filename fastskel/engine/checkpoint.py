@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 __all__ = ["CheckpointError", "FORMAT", "save_checkpoint", "load_checkpoint", "previous_path",
-           "rng_state", "set_rng_state", "find_generators", "resolve_resume"]
+           "rng_state", "set_rng_state", "find_generators", "resolve_resume", "find_resume"]
 
 FORMAT = "fastskel-checkpoint-v1"
 PathLike = Union[str, os.PathLike]
@@ -92,19 +92,24 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     if not path.exists():
         raise FileNotFoundError(f"checkpoint: no such file: {path}")
     prev = previous_path(path)
-    hint = f"; the previous checkpoint {prev} exists and can be used instead" if prev.exists() else ""
+    hint = f" The previous checkpoint {prev} exists and can be used instead." if prev.exists() else ""
     if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes; an interrupted copy?){hint}")
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes; an interrupted copy?).{hint}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # zip/pickle/EOF errors of a truncated or corrupt file
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated "
-                              f"({type(e).__name__}: {msg[:200]}){hint}") from e
+        # torch's own message is long and advises weights_only=False (running pickled code from the
+        # file): it is kept only as the exception's __cause__, never in the sentence shown
+        if "weights_only" in str(e) or "Weights only load failed" in str(e):
+            why = ("it holds Python objects other than tensors, numbers, strings and containers, so it "
+                   "is not a fastskel checkpoint (fastskel never runs code stored in a checkpoint)")
+        else:
+            why = f"it is corrupt or truncated ({type(e).__name__} while reading it)"
+        raise CheckpointError(f"checkpoint {path} cannot be loaded: {why}.{hint}") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"checkpoint {path} is not a fastskel checkpoint "
-                              f"(expected format {FORMAT!r}, got {got!r}){hint}")
+                              f"(expected format {FORMAT!r}, got {got!r}).{hint}")
     import fastskel
 
     v = state.get("fastskel_version")
@@ -115,20 +120,49 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
 
 
 def resolve_resume(resume: PathLike) -> Path:
-    """``--resume`` accepts a checkpoint file or a run directory (→ its ``last.pt``)."""
+    """``--resume`` accepts a checkpoint file or a run directory (→ its ``last.pt``).
+
+    When the chosen file cannot be loaded (corrupt or truncated: a crash of the machine while it
+    was written, a bad copy) and its previous checkpoint (``previous.pt``) loads, that one is used
+    with a warning naming both files."""
     p = Path(resume)
     if p.is_dir():
         last = p / "last.pt"
-        if last.exists():
-            return last
         prev = p / "previous.pt"
-        if prev.exists():
-            warnings.warn(f"{last} is missing (interrupted save?); resuming from {prev}", stacklevel=2)
-            return prev
-        raise FileNotFoundError(f"resume: no checkpoint (last.pt / previous.pt) in directory {p}")
+        if not last.exists():
+            if prev.exists():
+                warnings.warn(f"{last} is missing (interrupted save?); resuming from {prev}", stacklevel=2)
+                return prev
+            raise FileNotFoundError(f"resume: no checkpoint (last.pt / previous.pt) in directory {p}")
+        p = last
     if not p.exists():
         raise FileNotFoundError(f"resume: no such checkpoint file: {p}")
+    try:
+        load_checkpoint(p)
+    except CheckpointError as e:
+        prev = previous_path(p)
+        if not prev.exists():
+            raise
+        try:
+            load_checkpoint(prev)
+        except CheckpointError:
+            raise e from None
+        warnings.warn(f"{p} cannot be loaded ({str(e).split(': ', 1)[-1].split('.')[0]}); "
+                      f"resuming from the previous checkpoint {prev}", stacklevel=2)
+        return prev
     return p
+
+
+def find_resume(out: Optional[PathLike]) -> Optional[Path]:
+    """``--resume auto``: the run folder ``out``'s checkpoint when it holds one, else ``None`` (a
+    fresh start). A restarted ``torchrun`` worker (``TORCHELASTIC_RESTART_COUNT`` > 0) resumes this
+    way without being asked."""
+    if out is None:
+        return None
+    d = Path(out)
+    if (d / "last.pt").exists() or (d / "previous.pt").exists():
+        return d
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -169,7 +169,10 @@ def _options(args, out: Optional[str]):
                         progress=not args.no_progress)
     extra = {k: v for k, v in (("amp", getattr(args, "amp", None)), ("clip_grad", getattr(args, "clip_grad", None)),
                                ("checkpoint_every", getattr(args, "checkpoint_every", None)),
-                               ("log_every", getattr(args, "log_every", None))) if v is not None}
+                               ("log_every", getattr(args, "log_every", None)),
+                               ("tensorboard", getattr(args, "tensorboard", None))) if v is not None}
+    if getattr(args, "log_every", None) is not None and args.no_progress:
+        extra["print_log"] = True  # --log-every N --no-progress: one printed line every N iterations
     opts = apply_overrides(opts, {**getattr(args, "_trainer_overrides", {}), **extra}, where="trainer options")
     return opts
 
@@ -205,7 +208,7 @@ def cmd_pretrain(args) -> int:
     opts = _options(args, out)
     seed_everything(args.seed)
     method = cls(cfg)
-    trainer = Trainer(method, ds, opts, method_name=name, extra={"data": args.data})
+    trainer = Trainer(method, ds, opts, method_name=name, extra={"data": args.data, "preset": args.preset})
     if trainer.dist.rank == 0:
         n_params = sum(p.numel() for p in method.parameters())
         print(f"[fastskel] pretrain {name}: {len(ds)} samples {tuple(ds.x.shape[1:])}, {n_params / 1e6:.3g} M params, "
@@ -244,13 +247,44 @@ def _eval_method(args, train_ds):
     return build_method(args.method, config_to_dict(cfg)), args.method
 
 
+# (option, default, protocols that apply it); the model options apply only without --checkpoint
+_EVAL_ONLY = (("optimizer", None, ("linear",)), ("k", None, ("knn",)), ("fraction", None, ("semi",)),
+              ("semi_protocol", None, ("semi",)), ("lr", None, ("linear", "finetune", "semi")))
+
+
+def _refuse_unused_eval_options(args) -> None:
+    """Every eval option the chosen protocol / checkpoint does not apply is an error naming it."""
+    flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
+    if args.checkpoint:
+        for name, opt in (("preset", "--preset"), ("config", "--config"), ("overrides", "--set")):
+            if getattr(args, name, None):
+                raise CLIError(f"{opt} is not used with --checkpoint: the model is rebuilt from the "
+                               f"checkpoint's own config (use {opt} with --method NAME for a random-init baseline)")
+        if args.method:
+            raise CLIError("--method is not used with --checkpoint: the checkpoint names its method")
+    mode = args.semi_protocol if args.protocol == "semi" and args.semi_protocol else args.protocol
+    for name, default, protocols in _EVAL_ONLY:
+        if getattr(args, name) is not default and args.protocol not in protocols \
+                and not (name == "optimizer" and mode == "linear") and not (name == "lr" and mode == "linear"):
+            raise CLIError(f"{flag(name)} is not used by `eval {args.protocol}` (it applies to: "
+                           f"{', '.join(protocols)})")
+    if mode == "knn" and args.epochs is not None:
+        raise CLIError("--epochs is not used by `eval knn` (no training)")
+
+
 def cmd_eval(args) -> int:
     from .data import load_dataset
     from .distributed import resolve_device
-    from .evaluate import (Classifier, FinetuneConfig, extract_features, finetune, knn_accuracy, linear_probe,
+    from .evaluate import (Classifier, FinetuneConfig, extract_features, finetune, knn_scores, linear_probe,
                            save_classifier, semi_subset)
     from .logging import RunLogger
+    from .metrics import class_names_of, classification_report, format_summary, write_report
 
+    _refuse_unused_eval_options(args)
+    args.optimizer = args.optimizer or "sgd"
+    args.k = args.k if args.k is not None else 1
+    args.fraction = args.fraction if args.fraction is not None else 0.1
+    args.semi_protocol = args.semi_protocol or "finetune"
     protocol = args.protocol
     train_ds = load_dataset(args.data, "train")
     test_ds = load_dataset(args.data, "test", getattr(args, "test_data", None))
@@ -286,25 +320,33 @@ def cmd_eval(args) -> int:
         fte, yte = extract_features(method, test_ds, bs, device)
         info["feature_dim"] = int(ftr.shape[1])
         if mode == "knn":
-            acc = knn_accuracy(ftr, ytr, fte, yte, k=args.k)
+            scores = knn_scores(ftr, ytr, fte, k=args.k, num_classes=k)
             info["k"] = args.k
             clf = None
         else:
             res = linear_probe(ftr, ytr, fte, yte, num_classes=k, epochs=args.epochs or 100, lr=args.lr,
                                optimizer=args.optimizer, batch_size=bs, seed=args.seed)
-            acc = res.top1
+            scores = res.test_scores
             clf = Classifier(method, k, mean=res.mean, std=res.std, head=res.head)
     else:
         fcfg = FinetuneConfig(num_classes=k, epochs=args.epochs or FinetuneConfig.epochs,
                               batch_size=min(args.batch_size or FinetuneConfig.batch_size, len(train_ds)),
                               lr=args.lr or FinetuneConfig.lr)
         opts = _options(args, str(out / f"{protocol}_run") if out else None)
-        acc, clf = finetune(method, train_ds, test_ds, fcfg, opts)
-    info["top1"] = acc
+        _, clf = finetune(method, train_ds, test_ds, fcfg, opts)
+        scores, yte = clf.scores(test_ds, device=device)
+    report = classification_report(scores, yte, k, class_names_of(test_ds, k))
+    acc = report["top1"]
+    info.update(top1=acc, top5=report["top5"], mean_class_accuracy=report["mean_class_accuracy"])
     label = f"{protocol}({mode})" if protocol == "semi" else protocol
     print(f"[fastskel] {label} top-1 accuracy: {acc:.2f}%  ({info['train_samples'] if protocol != 'semi' else info['labelled']} "
           f"train / {len(test_ds)} test samples, data {args.data})", flush=True)
+    print(format_summary(report), flush=True)
     if out is not None:
+        paths = write_report(report, out, protocol)
+        info["files"] = {kind: str(p) for kind, p in paths.items()}
+        print(f"[fastskel] per-class accuracy and confusion matrix: " + ", ".join(str(p) for p in paths.values()),
+              flush=True)
         log = RunLogger(out, tensorboard=False)
         log.log("eval", **info)
         log.close()
@@ -451,8 +493,11 @@ Evaluate an encoder (method.encode of a pretraining checkpoint) with a protocol 
   knn       k-NN (k=1) by cosine similarity of frozen features
   finetune  encoder + linear head trained end to end
   semi      --fraction of the training labels (stratified, seeded), then finetune (or --semi-protocol linear)
-Transfer: pretrain on one --data, evaluate with another. Writes <out>/log.jsonl and <out>/<protocol>.pt
-(a classifier file for `fastskel export`); <out> defaults to the checkpoint's directory.
+Transfer: pretrain on one --data, evaluate with another. Prints top-1, top-5, mean class accuracy and
+the weakest classes; writes <out>/log.jsonl, <out>/<protocol>_metrics.json (top-1/top-5, per-class,
+confusion), <protocol>_per_class.csv, <protocol>_confusion.csv (+ .png with matplotlib) and
+<out>/<protocol>.pt (a classifier file for `fastskel export`); <out> defaults to the checkpoint's
+directory. Options a protocol does not use (e.g. --k for linear, --set with --checkpoint) are errors.
 """
 
 
@@ -466,12 +511,19 @@ def register(sub) -> None:
     p.add_argument("method", choices=PRETRAIN_METHODS, help="the method")
     _add_common(p)
     p.add_argument("--out", help="run directory (default: runs/<method>)")
-    p.add_argument("--resume", metavar="CKPT|DIR", help="continue exactly from a checkpoint or run directory")
+    p.add_argument("--resume", metavar="CKPT|DIR|auto",
+                   help="continue exactly from a checkpoint or run directory (a corrupt last.pt falls back to "
+                        "previous.pt); 'auto': the --out folder's checkpoint if it has one (what a restarted "
+                        "torchrun worker does by itself); with a larger --epochs, extend the run (the "
+                        "warmup + cosine schedule is recomputed for the new total)")
     p.add_argument("--clip-grad", type=float, help="clip the global gradient norm to this value")
     p.add_argument("--amp", choices=("auto", "bf16", "fp16", "none"),
                    help="autocast: auto = bf16 on CUDA, off on CPU (default: auto)")
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="also checkpoint every N iterations")
-    p.add_argument("--log-every", type=int, metavar="N", help="log/progress every N iterations (default: 10)")
+    p.add_argument("--log-every", type=int, metavar="N", help="log/progress every N iterations (default: 10); with --no-progress, also print a line each time")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="TensorBoard event files in <out>/tb (default: when tensorboard is installed; with this "
+                        "flag a warning when it is not)")
     p.add_argument("--stop-after", type=int, metavar="N", help=argparse.SUPPRESS)
     p.set_defaults(func=_guard(cmd_pretrain))
 
@@ -483,13 +535,13 @@ def register(sub) -> None:
     _add_common(p)
     p.add_argument("--out", help="where to log and save the classifier (default: the checkpoint's directory)")
     p.add_argument("--lr", type=float, help="learning rate (linear: 0.1 SGD / 1e-3 Adam; finetune: 1e-3)")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="linear probe optimizer (default: sgd)")
-    p.add_argument("--k", type=int, default=1, help="neighbours for knn (default: 1)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), help="linear probe optimizer (default: sgd)")
+    p.add_argument("--k", type=int, help="neighbours for knn (default: 1)")
     p.add_argument("--eval-protocol", choices=("fastskel", "slim_official"), default="fastskel",
                    help="linear/knn features: fastskel's (default) or the official SLiM protocol (last 1/4 "
                         "blocks' cls ± mean patch, bodies summed, 95%% test crop, lr grid; SLiM only)")
-    p.add_argument("--fraction", type=float, default=0.1, help="semi: labelled fraction, e.g. 0.01 or 0.1 (default: 0.1)")
-    p.add_argument("--semi-protocol", choices=("finetune", "linear"), default="finetune",
+    p.add_argument("--fraction", type=float, help="semi: labelled fraction, e.g. 0.01 or 0.1 (default: 0.1)")
+    p.add_argument("--semi-protocol", choices=("finetune", "linear"),
                    help="semi: how the labelled subset is used (default: finetune)")
     p.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     p.set_defaults(func=_guard(cmd_eval))

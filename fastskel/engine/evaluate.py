@@ -32,7 +32,7 @@ from .config import config_to_dict
 from .trainer import TrainOptions, Trainer, autocast_context
 
 __all__ = ["build_method", "load_method", "extract_features", "linear_probe", "knn_accuracy",
-           "semi_subset", "Classifier", "FinetuneConfig", "finetune", "top1", "save_classifier",
+           "semi_subset", "knn_scores", "Classifier", "FinetuneConfig", "finetune", "top1", "save_classifier",
            "load_classifier", "ProbeResult"]
 
 
@@ -143,6 +143,7 @@ class ProbeResult:
     head: nn.Linear
     mean: torch.Tensor
     std: torch.Tensor
+    test_scores: Optional[torch.Tensor] = None  # (N_test, K) logits, for top-5 / per-class / confusion
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
@@ -186,32 +187,42 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
             opt.step()
             step += 1
     with torch.no_grad():
-        acc = top1(head((test_x - mean) / std), test_y)
-    return ProbeResult(acc, head, mean, std)
+        scores = head((test_x - mean) / std)
+        acc = top1(scores, test_y)
+    return ProbeResult(acc, head, mean, std, scores)
 
 
 # ------------------------------------------------------------------------------------- kNN
 @torch.no_grad()
+def knn_scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, k: int = 1,
+               num_classes: Optional[int] = None, chunk: int = 1024) -> torch.Tensor:
+    """``(N_test, K)`` class scores of a k-NN classifier with cosine similarity; argmax = its prediction.
+
+    ``score[c] = votes_c + 1e-3·[c = nearest neighbour's class] + 1e-4·(1 + max_{i: y_i=c} cos)/2``:
+    the majority vote among the ``k`` nearest (ties → the nearest neighbour's class), and classes
+    without votes ranked by their nearest training sample (so top-5 is defined, also for k = 1,
+    where it is "the 5 classes with the nearest training samples")."""
+    if k < 1 or k > train_x.shape[0]:
+        raise ValueError(f"k: expected an int in [1, {train_x.shape[0]}] (training samples), got {k}")
+    kk = num_classes or _num_classes(train_y)
+    tr = F.normalize(train_x.float(), dim=1)
+    te = F.normalize(test_x.float(), dim=1)
+    out = []
+    for i in range(0, te.shape[0], chunk):
+        sim = te[i:i + chunk] @ tr.T                              # (b, N_train)
+        idx = sim.topk(k, dim=1).indices                          # (b, k), nearest first
+        votes = F.one_hot(train_y[idx], kk).float()               # (b, k, K)
+        score = votes.sum(1) + votes[:, 0] * 1e-3
+        cmax = torch.full((sim.shape[0], kk), -1.0).scatter_reduce(
+            1, train_y.view(1, -1).expand(sim.shape[0], -1), sim, reduce="amax")
+        out.append(score + 1e-4 * (1.0 + cmax) / 2)
+    return torch.cat(out) if out else torch.zeros(0, kk)
+
+
 def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                  k: int = 1, chunk: int = 1024) -> float:
     """Top-1 (%) of a k-NN classifier with cosine similarity (majority vote, ties → nearest)."""
-    if k < 1 or k > train_x.shape[0]:
-        raise ValueError(f"k: expected an int in [1, {train_x.shape[0]}] (training samples), got {k}")
-    tr = F.normalize(train_x.float(), dim=1)
-    te = F.normalize(test_x.float(), dim=1)
-    preds = []
-    for i in range(0, te.shape[0], chunk):
-        sim = te[i:i + chunk] @ tr.T
-        idx = sim.topk(k, dim=1).indices                          # (b, k), nearest first
-        if k == 1:
-            preds.append(train_y[idx[:, 0]])
-            continue
-        nb = train_y[idx]                                         # (b, k)
-        kk = _num_classes(train_y)
-        votes = F.one_hot(nb, kk).float()
-        votes = votes.sum(1) + votes[:, 0] * 1e-3                 # nearest breaks ties
-        preds.append(votes.argmax(1))
-    return top1(torch.cat(preds), test_y)
+    return top1(knn_scores(train_x, train_y, test_x, k=k, chunk=chunk), test_y)
 
 
 # ------------------------------------------------------------------------------------- semi
@@ -278,21 +289,25 @@ class Classifier(nn.Module):
         return {"loss": loss, "acc": (logits.detach().argmax(1) == labels).float().mean()}
 
     @torch.no_grad()
-    def accuracy(self, dataset, batch_size: int = 256, device="cpu") -> float:
+    def scores(self, dataset, batch_size: int = 256, device="cpu") -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(logits float32 (N, K) on CPU, labels (N,))`` over ``dataset`` in eval mode."""
         from fastskel.data import make_loader
 
         device = torch.device(device)
         was = self.training
         self.eval().to(device)
-        preds, ys = [], []
+        out, ys = [], []
         try:
             for x, lengths, y in make_loader(dataset, batch_size, shuffle=False):
                 with autocast_context(device):
-                    preds.append(self.logits(x.to(device), lengths.to(device)).float().argmax(1).cpu())
+                    out.append(self.logits(x.to(device), lengths.to(device)).float().cpu())
                 ys.append(y)
         finally:
             self.train(was)
-        return top1(torch.cat(preds), torch.cat(ys))
+        return torch.cat(out), torch.cat(ys)
+
+    def accuracy(self, dataset, batch_size: int = 256, device="cpu") -> float:
+        return top1(*self.scores(dataset, batch_size, device))
 
 
 def finetune(method: nn.Module, train_ds, test_ds, config: FinetuneConfig,

@@ -38,24 +38,40 @@ def to_jsonable(v: Any) -> Any:
     return repr(v)
 
 
-class RunLogger:
-    """Appends events to ``<out>/log.jsonl`` and, if ``tensorboard`` is importable and
-    ``tensorboard=True``, scalars to ``<out>/tb``. ``out=None`` or ``enabled=False`` logs nothing."""
+def _summary_writer():
+    """``torch.utils.tensorboard.SummaryWriter``, or ``None`` when the tensorboard package is missing."""
+    import importlib.util
 
-    def __init__(self, out: Optional[Path], enabled: bool = True, tensorboard: bool = True,
+    if importlib.util.find_spec("tensorboard") is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter
+
+
+class RunLogger:
+    """Appends events to ``<out>/log.jsonl`` and scalars (``<event>/<key>`` at each step) to
+    TensorBoard event files in ``<out>/tb``. ``tensorboard``: ``None`` = when the tensorboard
+    package is installed, ``True`` = asked for (a one-line warning when it is missing), ``False`` =
+    never. ``out=None`` or ``enabled=False`` logs nothing."""
+
+    def __init__(self, out: Optional[Path], enabled: bool = True, tensorboard: Optional[bool] = None,
                  filename: str = "log.jsonl"):
         self.enabled = enabled and out is not None
         self.path = Path(out) / filename if self.enabled else None
         self._tb = None
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if tensorboard:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-
-                    self._tb = SummaryWriter(str(Path(out) / "tb"))
-                except Exception:  # tensorboard is optional
-                    self._tb = None
+            if tensorboard or tensorboard is None:
+                writer = _summary_writer()
+                if writer is not None:
+                    self._tb = writer(str(Path(out) / "tb"))
+                elif tensorboard:
+                    print("[fastskel] warning: TensorBoard logging was asked for but the tensorboard package "
+                          "is not installed (pip install tensorboard); logging to log.jsonl only",
+                          file=sys.stderr, flush=True)
 
     def log(self, event: str, step: Optional[int] = None, **fields: Any) -> None:
         if not self.enabled:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import signal
 import threading
 import time
@@ -39,7 +40,7 @@ import torch
 from torch import nn
 
 from . import distributed as D
-from .checkpoint import (CheckpointError, find_generators, load_checkpoint, resolve_resume, rng_state,
+from .checkpoint import (CheckpointError, find_generators, find_resume, load_checkpoint, resolve_resume, rng_state,
                          save_checkpoint, set_rng_state)
 from .config import config_to_dict
 from .logging import Progress, RunLogger
@@ -65,6 +66,10 @@ class TrainOptions:
         checkpoint_every: also checkpoint every N iterations (0: only per epoch/at the end).
         checkpoint_every_epochs: checkpoint every N epochs (and always after the last).
         log_every: iterations between log lines / progress updates (the loss is synced then).
+        print_log: also print each log line (iteration, loss and parts, lr, samples/s) to stdout;
+            ``fastskel pretrain --log-every N --no-progress`` sets it.
+        tensorboard: write scalars to ``<out>/tb``: ``None`` when tensorboard is installed,
+            ``True`` asked for (a one-line warning when it is missing), ``False`` never.
         drop_last: drop the incomplete last batch of each epoch (default: yes, as SSL recipes do).
         find_unused_parameters: passed to DDP (methods with branches unused in pretraining).
         handle_signals: install the SIGTERM/SIGINT handlers while training (main thread only).
@@ -80,7 +85,8 @@ class TrainOptions:
     checkpoint_every_epochs: int = 1
     log_every: int = 10
     progress: bool = True
-    tensorboard: bool = True
+    print_log: bool = False
+    tensorboard: Optional[bool] = None
     drop_last: bool = True
     find_unused_parameters: bool = False
     handle_signals: bool = True
@@ -110,6 +116,21 @@ class TrainResult:
     checkpoint: Optional[Path] = None
     history: List[Dict[str, float]] = field(default_factory=list)
     last_loss: Optional[float] = None
+
+
+def _device_name(dev: torch.device) -> str:
+    """``cpu (N threads)`` or ``cuda:i (<GPU name>)``: the device line of ``fastskel report``."""
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return f"{dev} ({torch.get_num_threads()} threads)"
+
+
+def _versions() -> Dict[str, str]:
+    import platform
+
+    import fastskel
+
+    return {"fastskel": fastskel.__version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -239,7 +260,10 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def fit(self, resume: Optional[str] = None, stop_after: Optional[int] = None) -> TrainResult:
         """Train to ``config.epochs`` (or until a signal / ``stop_after`` iterations, after which a
-        checkpoint is written as for a signal). ``resume``: a checkpoint file or run directory."""
+        checkpoint is written as for a signal). ``resume``: a checkpoint file or run directory, or
+        ``"auto"`` (the run folder's checkpoint when it has one, else a fresh start; also what a
+        restarted ``torchrun`` worker does without ``resume``). A larger ``config.epochs`` than the
+        checkpoint's extends the run: the warmup + cosine schedule is recomputed for the new total."""
         opt, cfg, dev = self.options, self.config, self.device
         main = self.dist.rank == 0
         out = Path(opt.out) if opt.out else None
@@ -268,13 +292,17 @@ class Trainer:
                 find_unused_parameters=opt.find_unused_parameters)
 
         start, pending_rng = 0, None
+        if resume == "auto" or (resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0):
+            resume = find_resume(out)  # "auto" / a restarted torchrun worker: the run folder's checkpoint, if any
         if resume:
             path = resolve_resume(resume)
             st = load_checkpoint(path, map_location="cpu")
             self._check_resume(st, path, total, ipe)
             unwrap(model).load_state_dict(st["model"])
             optimizer.load_state_dict(st["optimizer"])
-            scheduler.load_state_dict(st["scheduler"])
+            # extending a run (--epochs changed): the warmup + cosine schedule is recomputed for the
+            # new total and continues from the saved iteration (the lr steps up where the run resumes)
+            scheduler.load_state_dict({**st["scheduler"], "total_iters": total, "warmup_iters": warmup})
             if scaler is not None and st.get("scaler"):
                 scaler.load_state_dict(st["scaler"])
             start = int(st["iteration"])
@@ -291,7 +319,8 @@ class Trainer:
         if main and start == 0:
             logger.log("config", method=self.method_name, config=config_to_dict(cfg),
                        options=dataclasses.asdict(opt), world_size=self.dist.world_size,
-                       iterations_per_epoch=ipe, total_iterations=total, extra=self.extra)
+                       iterations_per_epoch=ipe, total_iterations=total, extra=self.extra,
+                       device=_device_name(dev), versions=_versions())
         elif main:
             logger.log("resume", step=start, checkpoint=str(resume))
 
@@ -373,6 +402,9 @@ class Trainer:
                             if main:
                                 logger.log("train", step=step, **rec)
                             bar.update_to(step, loss=rec["loss"], lr=lr, sps=f"{sps:.0f}")
+                            if main and opt.print_log:
+                                print(f"[fastskel] it {step}/{total} " + " ".join(
+                                    f"{k} {v:.4g}" for k, v in rec.items() if k != "epoch"), flush=True)
                         stop_now = sig.signum is not None or (stop_after is not None and step >= stop_after)
                         if self.dist.distributed and opt.handle_signals:
                             stop_now = D.any_across_ranks(stop_now, dev)
@@ -426,14 +458,17 @@ class Trainer:
         saved = st.get("config", {})
         now = config_to_dict(self.config)
         diff = {k: (saved.get(k), v) for k, v in now.items() if k in saved and saved.get(k) != v}
+        diff.pop("epochs", None)  # more (or fewer, not below the saved iteration) epochs extend the run
         if diff:
             raise CheckpointError(f"checkpoint {path} was made with a different config "
-                                  f"(field: (checkpoint, now)) {diff}; resume with the same --config/--epochs/"
-                                  f"--batch-size, or start a new --out")
-        if int(st.get("iterations_per_epoch", ipe)) != ipe or int(st.get("total_iterations", total)) != total:
+                                  f"(field: (checkpoint, now)) {diff}; resume with the same --preset/--config/--set/"
+                                  f"--batch-size (only --epochs may change, to extend the run), or start a new --out.")
+        if int(st.get("iterations_per_epoch", ipe)) != ipe:
             raise CheckpointError(f"checkpoint {path} has {st.get('iterations_per_epoch')} iterations/epoch "
                                   f"and {st.get('total_iterations')} in all, this run {ipe} and {total} "
                                   f"(different data or batch size)")
         if int(st["iteration"]) > total:
-            raise CheckpointError(f"checkpoint {path} is at iteration {st['iteration']} beyond this run's {total}")
+            raise CheckpointError(f"checkpoint {path} is at iteration {st['iteration']}, beyond this run's "
+                                  f"{total} ({int(self.config.epochs)} epochs); give --epochs of at least "
+                                  f"{-(-int(st['iteration']) // ipe)} to continue it.")
 

@@ -22,7 +22,9 @@ The contract the engine relies on (every method follows it):
 - optional config field ``clip_grad`` (max gradient norm) and class attribute
   ``Config.PRESETS = {"small": {...}}`` (named overrides, e.g. the CPU main job's model).
 
-``get_method(name)`` returns ``(MethodClass, ConfigClass)`` by name, importing lazily.
+``get_method(name)`` returns ``(MethodClass, ConfigClass)`` by name, importing lazily; the classes
+are also attributes of this package, imported on first access (``from fastskel.methods import AMR,
+AMRConfig, MAMP, ASMa, SLiM, Supervised, ...``), so importing the package stays cheap.
 """
 from __future__ import annotations
 
@@ -36,6 +38,31 @@ METHODS = {
     "slim": ("fastskel.methods.slim", "SLiM", "SLiMConfig"),
     "supervised": ("fastskel.methods.supervised", "Supervised", "SupervisedConfig"),
 }
+
+
+# public name -> submodule, resolved on first access by the module ``__getattr__`` (PEP 562)
+_LAZY = {
+    "AMR": "amr", "AMRConfig": "amr", "MAMP": "amr", "MAMPConfig": "amr",
+    "load_mamp_checkpoint": "amr", "motion_aware_masking": "amr",
+    "ASMa": "asma", "ASMaConfig": "asma", "ASMaAligner": "asma", "AlignerConfig": "asma",
+    "ASMaStudent": "asma", "distill": "asma",
+    "SLiM": "slim", "SLiMConfig": "slim",
+    "Supervised": "supervised", "SupervisedConfig": "supervised",
+}
+
+__all__ = ["METHODS", "get_method", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def get_method(name: str) -> Tuple[type, type]:

@@ -102,6 +102,8 @@ class _MaskedSkeletonConfig:
     crop_interval: Tuple[float, float] = (0.5, 1.0)
     crop_min_frames: int = 64
     skip_empty_bodies: bool = True
+    # evaluation pooling over bodies: "valid" (non-empty bodies) or "all" (MAMP's ActionHeadLinprobe)
+    encode_bodies: str = "valid"
     # which implementation the ops use (None = fastskel's process default)
     backend: Optional[str] = None
     # engine
@@ -137,6 +139,7 @@ class _MaskedSkeletonConfig:
             raise ValueError(f"crop_interval: expected (lo, hi) with 0 < lo <= hi <= 1, got {self.crop_interval}")
         self.crop_interval = (lo, hi)
         chk.choice(self.optimizer, "optimizer", ("adamw", "adam"))
+        chk.choice(self.encode_bodies, "encode_bodies", ("valid", "all"))
         if self.backend is not None:
             chk.choice(self.backend, "backend", ("auto", "triton", "cpp", "torch"))
         self.betas = tuple(float(b) for b in self.betas)
@@ -335,13 +338,22 @@ class _MaskedSkeletonModel(BackendMixin, nn.Module):
     # -- evaluation -----------------------------------------------------------------
     def encode(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Features ``(N, dim)``: valid frames resized to ``num_frames`` (no crop), all tokens
-        through the encoder (no masking), mean over tokens, then over the action's non-empty bodies
-        (MAMP's linear-probe pooling)."""
+        through the encoder (no masking), mean over each body's tokens, then over bodies:
+
+        - ``config.encode_bodies="valid"`` (the default): mean over the action's non-empty bodies
+          (an all-empty action: over all). A one-person action then has the same feature whether
+          its file pads a second, all-zero body or not, consistent with ``skip_empty_bodies`` in
+          pretraining. This is fastskel's choice, not MAMP's.
+        - ``"all"``: mean over all ``M`` bodies, an all-zero second body included — exactly MAMP's
+          ``ActionHeadLinprobe`` (``feat.mean(dim=[1, 2, 3])`` over ``(N, M, T, V, C)``); use it
+          to reproduce MAMP's linear-probe numbers with a MAMP checkpoint."""
         n = x.shape[0] if isinstance(x, torch.Tensor) else 0
         bodies, valid = self._prepare(x, lengths, False, None)
         patches = patchify(bodies, self.config.frames_per_patch)
         feats = self.encoder(self.encoder.embed(patches)).mean(1)               # (N·M, dim)
         w = valid.view(n, -1).to(feats.dtype)
+        if self.config.encode_bodies == "all":
+            w = torch.ones_like(w)
         w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))      # all-empty action: plain mean
         return (feats.view(n, -1, feats.shape[-1]) * w[..., None]).sum(1) / w.sum(1, keepdim=True)
 
