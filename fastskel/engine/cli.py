@@ -302,7 +302,8 @@ def cmd_eval(args) -> int:
     mode = args.semi_protocol if protocol == "semi" else protocol
     variant = getattr(args, "eval_protocol", "fastskel")
     info["eval_protocol"] = variant
-    if variant == "slim_official" and mode in ("linear", "knn"):
+    official = variant == "slim_official" and mode in ("linear", "knn")
+    if official:
         from .eval_protocols import slim_official_knn, slim_official_linear
 
         clf = None
@@ -335,18 +336,23 @@ def cmd_eval(args) -> int:
         opts = _options(args, str(out / f"{protocol}_run") if out else None)
         _, clf = finetune(method, train_ds, test_ds, fcfg, opts)
         scores, yte = clf.scores(test_ds, device=device)
-    report = classification_report(scores, yte, k, class_names_of(test_ds, k))
-    acc = report["top1"]
-    info.update(top1=acc, top5=report["top5"], mean_class_accuracy=report["mean_class_accuracy"])
+    # slim_official reports its own top-1 (best of its grid); it has no per-sample scores to tabulate
+    report = None if official else classification_report(scores, yte, k, class_names_of(test_ds, k))
+    if report is not None:
+        acc = report["top1"]
+        info.update(top5=report["top5"], mean_class_accuracy=report["mean_class_accuracy"])
+    info["top1"] = acc
     label = f"{protocol}({mode})" if protocol == "semi" else protocol
     print(f"[fastskel] {label} top-1 accuracy: {acc:.2f}%  ({info['train_samples'] if protocol != 'semi' else info['labelled']} "
           f"train / {len(test_ds)} test samples, data {args.data})", flush=True)
-    print(format_summary(report), flush=True)
+    if report is not None:
+        print(format_summary(report), flush=True)
     if out is not None:
-        paths = write_report(report, out, protocol)
-        info["files"] = {kind: str(p) for kind, p in paths.items()}
-        print(f"[fastskel] per-class accuracy and confusion matrix: " + ", ".join(str(p) for p in paths.values()),
-              flush=True)
+        if report is not None:
+            paths = write_report(report, out, protocol)
+            info["files"] = {kind: str(p) for kind, p in paths.items()}
+            print(f"[fastskel] per-class accuracy and confusion matrix: " + ", ".join(str(p) for p in paths.values()),
+                  flush=True)
         log = RunLogger(out, tensorboard=False)
         log.log("eval", **info)
         log.close()
