@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastskel.methods.asma import (ASMa, ASMaAligner, ASMaConfig, ASMaStudent, build_student, distill,
-                                   distillation_loss, model_cost)
+from fastskel.engine.distill import distill
+from fastskel.methods.asma import (ASMa, ASMaAligner, ASMaConfig, ASMaStudent, build_student, distillation_loss,
+                                   model_cost)
 
 
 def tiny(**kw):

@@ -13,7 +13,9 @@ import copy
 import pytest
 import torch
 
-from fastskel.methods.asma import ASMa, ASMaAligner, ASMaConfig, _accuracy, _fit_aligner
+from fastskel.engine.align import accuracy as _accuracy
+from fastskel.engine.align import fit_aligner as _fit_aligner
+from fastskel.methods.asma import ASMa, ASMaAligner, ASMaConfig
 
 CLASSES = 10
 SMALL = dict(hidden_channels=8, out_dim=32, depth=4, projector_dims=(64, 64, 64), lambd=2e-2, dropout=0.0,

@@ -366,18 +366,11 @@ def cmd_eval(args) -> int:
 
 # ------------------------------------------------------------------------------------- distill
 def cmd_distill(args) -> int:
-    import importlib
-    import importlib.util
     import inspect
 
-    if importlib.util.find_spec("fastskel.methods.asma") is None:
-        raise CLIError("ASMa is not available yet (fastskel.methods.asma is missing in this build)")
-    asma = importlib.import_module("fastskel.methods.asma")
-    distill = getattr(asma, "distill", None)
-    if distill is None:
-        raise CLIError("ASMa is not available yet: fastskel.methods.asma has no distill()")
     from .checkpoint import load_checkpoint
     from .data import load_dataset
+    from .distill import distill
     from .evaluate import load_classifier, load_method
 
     if not Path(args.teacher).exists():
