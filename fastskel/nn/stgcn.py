@@ -133,6 +133,17 @@ class STGCN(nn.Module):
     ``forward(x, return_sequence=True)`` returns per-frame features ``(N, T', out_dim)`` pooled over
     joints and bodies but not over time (ASMa's feature alignment input); ``T' = ceil(T / 4)`` with
     the default two stride-2 stages.
+
+    Random stream of the dropout (train mode, ``dropout > 0``): on CPU with ``_C`` and any backend
+    but "torch" (the default "auto" included) each block's tail ``ReLU(Dropout(y) + res)`` is the
+    fused :func:`fastskel.ops.dropout_add_relu`, whose keep mask is a counter-based hash of one
+    64-bit seed drawn from torch's default generator: the same law as ``nn.Dropout``
+    (Bernoulli(1 − p) keeps, scaled by 1/(1 − p)) but other masks. So the same seed gives different
+    training losses under the default backend and ``backend="torch"`` (issue 18 saw step-0 losses
+    of 423.65 vs 427.53). For st-gcn's exact masks — ``torch.nn.Dropout`` drawing from torch's
+    default generator, as st-gcn / PSTL do — build the model with ``backend="torch"`` (or
+    ``fastskel.set_backend("torch")`` / ``FASTSKEL_BACKEND=torch`` before building it); CUDA tensors
+    always take that path. Eval mode and ``dropout=0`` are identical on every backend.
     """
 
     def __init__(self, in_channels: int = 3, hidden_channels: int = 64, out_dim: int = 256, depth: int = 10,

@@ -14,7 +14,9 @@ Backends: "cpp" (``fastskel._C``, CPU; parallel, the same numbers for any thread
 tensors run the reference (:class:`fastskel.nn.STGCN` uses ``torch.nn.Dropout`` there, whose
 fused CUDA kernel is already bandwidth bound). The random stream differs from
 ``torch.nn.functional.dropout``'s: the law is the same (independent Bernoulli(1 − p) keeps,
-``1/(1−p)`` scaling; ``p`` resolved to 2^-32).
+``1/(1−p)`` scaling; ``p`` resolved to 2^-32), the masks are not; ``backend="torch"`` of *this* op is
+the reference of the same hash stream. st-gcn's exact masks come from the unfused modules
+(:class:`fastskel.nn.STGCN` with ``backend="torch"``).
 
 Limitations: first-order gradients only on the "cpp" path; ``x`` and ``residual`` must have the
 same shape and dtype (no broadcasting).
@@ -103,6 +105,13 @@ def dropout_add_relu(x: torch.Tensor, residual: Optional[torch.Tensor] = None, p
 
     Returns:
         a tensor shaped like ``x``, differentiable in ``x`` and ``residual``.
+
+    Random stream: the keep mask is :func:`fastskel.ops.reference.dropout_keep_mask` of one 64-bit
+    seed drawn from ``generator`` (torch's default generator when None), the same on "cpp" and
+    "torch" (the reference) bit for bit — and *not* the masks of ``torch.nn.functional.dropout``
+    for the same seed (same law, other draws). To get st-gcn's exact masks, run the unfused
+    ``F.dropout(x, p) + residual`` then ReLU, which is what :class:`fastskel.nn.STGCN` does when
+    built with ``backend="torch"`` (and on CUDA).
     """
     chk.tensor(x, "x")
     if residual is not None:
