@@ -1,4 +1,4 @@
-"""Root pytest configuration: the ``--benchmark`` option (SPEC §7).
+"""Root pytest configuration: the ``--benchmark`` option (docs/design.md §7).
 
 - ``pytest``: the test suite; benchmark functions are deselected.
 - ``pytest --benchmark``: only the benchmark suites (like ``--benchmark-only``), timed.

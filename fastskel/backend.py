@@ -1,4 +1,4 @@
-"""Which implementation of an op runs: "auto" | "triton" | "cpp" | "torch" (SPEC §2).
+"""Which implementation of an op runs: "auto" | "triton" | "cpp" | "torch" (docs/design.md §2).
 
 - "triton": the fused Triton kernels in ``fastskel.kernels``; runs on CUDA tensors, and on CPU
   tensors when ``TRITON_INTERPRET=1`` was set before fastskel was imported (how CI tests them).

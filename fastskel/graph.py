@@ -1,6 +1,6 @@
 """Skeleton topologies: joints, bones, degrees, left/right pairs, body parts and st-gcn partitions.
 
-``SkeletonGraph.ntu25()`` reproduces st-gcn's ``ntu-rgb+d`` layout exactly (SPEC §3). The
+``SkeletonGraph.ntu25()`` reproduces st-gcn's ``ntu-rgb+d`` layout exactly (docs/design.md §3). The
 ``partition`` strategies follow st-gcn's ``Graph`` class (``max_hop=1``, ``dilation=1``),
 including its quirk that hop distances beyond ``max_hop`` are infinite, which is why the NTU-25
 "spatial" subsets hold 25 / 40 / 8 non-zeros rather than 25 / 24 / 24.

@@ -1,4 +1,4 @@
-"""Fused attention for small, odd-length problems: Triton forward and backward (SPEC §4).
+"""Fused attention for small, odd-length problems: Triton forward and backward (docs/design.md §4.7).
 
 ``O = softmax(s) V`` with ``s = scale · rope(Q) rope(K)ᵀ`` per (batch, head); q ``(Bq, H, Lq, d)``
 with Bq ∈ {1, B}, k, v ``(B, H, Lk, d)``; optional key padding mask ``(B, Lk)`` (True = ignore) and

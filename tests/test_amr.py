@@ -1,4 +1,4 @@
-"""AMR and its MAMP baseline (issue #9, SPEC §5): shapes, masking, objectives, gradients, fast paths,
+"""AMR and its MAMP baseline (issue #9, docs/design.md §5.1): shapes, masking, objectives, gradients, fast paths,
 MAMP checkpoints, and pretraining → linear probe beating a random encoder."""
 import importlib
 

@@ -1,4 +1,4 @@
-"""ASMa pretraining model and aligner (seed 001, SPEC §5): masks, streams, loss, fast vs reference."""
+"""ASMa pretraining model and aligner (seed 001, docs/design.md §5.2): masks, streams, loss, fast vs reference."""
 import dataclasses
 
 import pytest

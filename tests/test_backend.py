@@ -1,4 +1,4 @@
-"""Backend selection (SPEC §2) and the package working without _C or triton."""
+"""Backend selection (docs/design.md §2) and the package working without _C or triton."""
 import os
 import subprocess
 import sys

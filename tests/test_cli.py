@@ -164,7 +164,7 @@ def test_data_from_a_file(tmp_path, capsys):
         rc, err = _err(capsys, ["pretrain", "supervised", "--data", str(path)])
         assert rc == 2 and "fastskel.data.load" in err
         return
-    # CTR-GCN / MAMP layout (SPEC §6): x (N, T, 150) = (T, M=2, V=25, C=3) flattened, one-hot y
+    # CTR-GCN / MAMP layout (docs/design.md §6): x (N, T, 150) = (T, M=2, V=25, C=3) flattened, one-hot y
     from fastskel.data import SyntheticSkeletons
 
     def ctr(ds):

@@ -40,6 +40,34 @@ def test_doc_exists_with_numbered_sections():
     assert {"1", "2", "3", "4", "5", "6", "7"} <= set(secs)
 
 
+def test_every_design_reference_names_an_existing_section():
+    secs = set(_sections(DOC.read_text()))
+    bad, seen = [], 0
+    ref = re.compile(r"docs/design\.md\s*((?:§\s*\d+(?:\.\d+)*(?:\s*(?:,|and|/|–|-)\s*)?)+)")
+    for path in _repo_files():
+        if path.resolve() == Path(__file__).resolve():
+            continue
+        for m in ref.finditer(path.read_text(errors="replace")):
+            for num in re.findall(r"§\s*(\d+(?:\.\d+)*)", m.group(1)):
+                seen += 1
+                if num not in secs:
+                    bad.append(f"{path.relative_to(ROOT)}: §{num}")
+    assert seen > 0, "no docs/design.md § references found (the scan is broken)"
+    assert not bad, f"references to missing sections of docs/design.md: {bad}"
+
+
+def test_nothing_cites_the_old_spec_file():
+    this = Path(__file__).resolve()
+    hits = []
+    for path in _repo_files():
+        if path.resolve() in (this, DOC.resolve()):
+            continue  # the doc explains what it replaces
+        for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if re.search(r"SPEC\.md|SPEC\s*§|SPEC;|\(SPEC\b", line):
+                hits.append(f"{path.relative_to(ROOT)}:{i}")
+    assert not hits, f"still citing SPEC.md instead of docs/design.md: {hits}"
+
+
 @pytest.mark.parametrize("name", sorted(fastskel.ops.__all__))
 def test_every_public_op_is_in_the_op_section(name):
     ops = _sections(DOC.read_text())["4"]

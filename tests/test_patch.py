@@ -1,4 +1,4 @@
-"""patchify / unpatchify (SPEC §4): token order t-block major then joint, features (frame, channel)."""
+"""patchify / unpatchify (docs/design.md §4.12): token order t-block major then joint, features (frame, channel)."""
 import pytest
 import torch
 

@@ -1,6 +1,6 @@
 """Skeleton data: format readers, the synthetic default dataset, batched transforms, datasets.
 
-Layout ``x (N, C, T, V, M)`` float32 + ``lengths`` + ``y`` (SPEC §2, §6). ``fastskel.data`` stands
+Layout ``x (N, C, T, V, M)`` float32 + ``lengths`` + ``y`` (docs/design.md §2, §6). ``fastskel.data`` stands
 alone: it depends on ``fastskel.graph``, torch and numpy only.
 """
 from .core import SkeletonData, valid_lengths

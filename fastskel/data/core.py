@@ -1,6 +1,6 @@
 """The data containers shared by every reader: :class:`SkeletonData` and :func:`valid_lengths`.
 
-Conventions (SPEC §2): a dataset is ``x`` float32 ``(N, C, T, V, M)`` (M bodies, zero-padded in
+Conventions (docs/design.md §2): a dataset is ``x`` float32 ``(N, C, T, V, M)`` (M bodies, zero-padded in
 time and in bodies), ``y`` int64 ``(N,)``, ``lengths`` int64 ``(N,)`` valid frames per sample.
 """
 from __future__ import annotations

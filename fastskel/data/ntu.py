@@ -25,7 +25,7 @@ Body selection (what :func:`read_ntu_skeleton` returns, identical in C++ and Pyt
    are dropped; a kept body absent from a kept frame is zeros there.
 
 Coordinates are parsed to float64 (correctly rounded) and stored as float32 (a value beyond the
-float32 range is an error). This is the simple rule of SPEC §6, *not* CTR-GCN's
+float32 range is an error). This is the simple rule of docs/design.md §6, *not* CTR-GCN's
 ``get_raw_denoised_data`` (which also drops bodies by spread ratio and length and splits noisy
 tracks).
 """

@@ -1,4 +1,4 @@
-"""Training loop, DDP, checkpoints, evaluation protocols, distillation and export (SPEC §7).
+"""Training loop, DDP, checkpoints, evaluation protocols, distillation and export (docs/design.md §7).
 
 - :mod:`~fastskel.engine.trainer`: :class:`Trainer` / :class:`TrainOptions`, the one loop for
   every method (warmup + cosine per iteration, bf16 autocast on CUDA, DDP under torchrun, exact

@@ -1,6 +1,6 @@
 """``fastskel profile OP``: an op's fast path (backend "auto") against its reference ("torch").
 
-Shapes are the papers' (SPEC §4): ASMa B=128 actions × 2 bodies, T=50, V=25, D=6144; AMR 128 × 2
+Shapes are the papers' (docs/design.md §4.14): ASMa B=128 actions × 2 bodies, T=50, V=25, D=6144; AMR 128 × 2
 bodies, T=120, 750 tokens, 75 visible, 125 queries, d=32 × 8 heads; SLiM 205 tokens. ``small=True``
 gives tiny shapes (a smoke run). Each case is timed forward, and forward + backward where the op
 is differentiable, with :class:`torch.utils.benchmark.Timer` (``blocked_autorange``: warm-up, CUDA

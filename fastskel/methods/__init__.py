@@ -1,4 +1,4 @@
-"""The methods (SPEC §5): AMR with its MAMP baseline, ASMa, SLiM; each an ``nn.Module`` + ``Config``.
+"""The methods (docs/design.md §5): AMR with its MAMP baseline, ASMa, SLiM; each an ``nn.Module`` + ``Config``.
 
 The contract the engine relies on (every method follows it):
 

@@ -1,4 +1,4 @@
-"""AMR (seed 004, SPEC §5) and its MAMP baseline: masked skeleton reconstruction, end to end.
+"""AMR (seed 004, docs/design.md §5.1) and its MAMP baseline: masked skeleton reconstruction, end to end.
 
 Shared front end (MAMP, ICCV'23; AMR App. B.1)
     A raw batch ``(N, C, T, V, M)`` is augmented on its device: a random temporal crop of 50–100 %
@@ -38,10 +38,10 @@ MAMP baseline (the speed claim's reference)
     :func:`load_mamp_checkpoint` reads MAMP's public checkpoints (its key names).
 
 Deliberate differences from the public MAMP code (documented, switchable where it matters):
-LayerNorm eps 1e-6 (SPEC; MAMP's ``nn.LayerNorm`` default is 1e-5: set ``ln_eps=1e-5`` to
+LayerNorm eps 1e-6 (docs/design.md §5.1; MAMP's ``nn.LayerNorm`` default is 1e-5: set ``ln_eps=1e-5`` to
 reproduce a MAMP checkpoint's features exactly); the visible patches are embedded after the
 masking gather (same result, 10× fewer patch-embedding FLOPs); MAMP's random rotation
-augmentation is not applied (SPEC §5 lists only the crop-resize). Kept token order is ascending
+augmentation is not applied (docs/design.md §5.1 lists only the crop-resize). Kept token order is ascending
 position (MAMP keeps the shuffled order; attention is permutation-equivariant, so only float
 summation order differs).
 """
@@ -163,7 +163,7 @@ class _MaskedSkeletonConfig:
 
 @dataclass
 class AMRConfig(_MaskedSkeletonConfig):
-    """AMR paper defaults (seed 004; SPEC §5). ``r``: target patch = r encoder patches in time
+    """AMR paper defaults (seed 004; docs/design.md §5.1). ``r``: target patch = r encoder patches in time
     (125 queries at r = 6); ``target`` ∈ {"joint_norm_joint", "motion", "raw"}; ``focal=False``
     is the "w/o FR" ablation (plain MSE over all patches); ``windows``/``k``: eq. 3–4;
     ``head_hidden``: hidden width of the 3-layer head (None = decoder_dim)."""

@@ -1,4 +1,4 @@
-"""ASMa: Asymmetric Spatio-temporal Masking (seeds 000, 001; SPEC §5), end to end.
+"""ASMa: Asymmetric Spatio-temporal Masking (seeds 000, 001; docs/design.md §5.2), end to end.
 
 Pretraining (:class:`ASMa`, Algorithm 1 of seed 001, base = PSTL)
     A raw batch ``(N, C, T, V, M)`` is resized on its device to ``num_frames`` (=50) frames: the
@@ -12,7 +12,7 @@ Pretraining (:class:`ASMa`, Algorithm 1 of seed 001, base = PSTL)
     - joint-masked ``x_j``: θ — HDSM, φ — LDSM (:func:`fastskel.ops.degree_joint_mask`, n = 9);
     - frame-masked ``x_m``: θ — LMTM, φ — HMTM (:func:`fastskel.ops.motion_frame_mask`, k = 10).
 
-    Masking treats every body as its own sequence (``(N·M, C, T, V)``, SPEC §2). After the resize
+    Masking treats every body as its own sequence (``(N·M, C, T, V)``, docs/design.md §2). After the resize
     all ``num_frames`` frames of a body are "valid" (``lengths=None``): an absent (all-zero) body
     has zero motion everywhere and its masked frames/joints are zero anyway, so no body needs a
     special case (this is the documented choice for empty bodies).

@@ -1,4 +1,4 @@
-"""SLiM — decoder-free masked modeling + global-local contrastive learning (seed 002; SPEC §5).
+"""SLiM — decoder-free masked modeling + global-local contrastive learning (seed 002; docs/design.md §5.3).
 
 Pipeline of one pretraining step (``SLiM.forward``), batched on the input's device:
 

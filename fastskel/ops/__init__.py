@@ -1,4 +1,4 @@
-"""Public functional ops (SPEC §4). Each validates its arguments, then dispatches to a Triton
+"""Public functional ops (docs/design.md §4). Each validates its arguments, then dispatches to a Triton
 kernel (``fastskel.kernels``), the ``fastskel._C`` extension or the reference in
 :mod:`fastskel.ops.reference`, by ``backend=`` or the process default (:mod:`fastskel.backend`)."""
 from . import reference

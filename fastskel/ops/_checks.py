@@ -1,5 +1,5 @@
 """Argument checks shared by the public ops: clear ``TypeError``/``ValueError`` naming the argument,
-the expectation and what was given (SPEC §2).
+the expectation and what was given (docs/design.md §2).
 
 Data-dependent checks (finite values, ``lengths``/``index`` ranges, ``k`` against valid lengths)
 synchronise with the device; they are skipped while ``torch.compile`` traces, where they would break

@@ -1,4 +1,4 @@
-"""Attention with separate query/key lengths, shared queries, key padding and RoPE (SPEC §4).
+"""Attention with separate query/key lengths, shared queries, key padding and RoPE (docs/design.md §4.7).
 
 The fast path is the fused Triton kernel of :mod:`fastskel.kernels.attention` (forward and backward,
 registered as ``torch.ops.fastskel.attention_fwd`` / ``attention_bwd``); the reference is

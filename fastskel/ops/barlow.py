@@ -10,7 +10,7 @@ to exist. With ``zₙ`` the normalised embeddings and ``s = B`` ("batchnorm") or
 then back through the normalisation analytically: O(B²D) work and O(BD + B²) memory instead of
 O(BD²) and O(D²).
 
-Implementations, chosen by ``backend`` (SPEC §2):
+Implementations, chosen by ``backend`` (docs/design.md §2):
 
 - ``"triton"``: fused kernels in :mod:`fastskel.kernels.barlow` (CUDA, or CPU under ``TRITON_INTERPRET=1``).
 - ``"torch"``: the materialised reference :func:`fastskel.ops.reference.barlow_twins_loss`.

@@ -1,7 +1,7 @@
 """st-gcn spatial graph convolution as a registered operator ``torch.ops.fastskel.graph_conv``.
 
 ``y[n,c,t,w] = Σ_k Σ_v (W_k x + b_k)[n,c,t,v] · A[k,v,w]`` (st-gcn ``ConvTemporalGraphical`` with
-temporal kernel 1, SPEC §4). ``fastskel._C`` implements it (``csrc/cpu``, ``csrc/cuda``) together with
+temporal kernel 1, docs/design.md §4.8). ``fastskel._C`` implements it (``csrc/cpu``, ``csrc/cuda``) together with
 ``torch.ops.fastskel.graph_conv_backward``; both have fake (meta) implementations registered here and
 the forward has autograd through the backward op, so ``torch.compile(fullgraph=True)`` traces them
 and ``torch.library.opcheck`` passes. Without ``_C`` the reference runs.
@@ -70,7 +70,7 @@ def _resolve(backend: Optional[str], device: torch.device) -> str:
 
 def graph_conv(x: torch.Tensor, A: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
                backend: Optional[str] = None) -> torch.Tensor:
-    """st-gcn graph convolution (SPEC §4): ``y[n,c,t,w] = Σ_k Σ_v (W_k x + b_k)[n,c,t,v] · A[k,v,w]``.
+    """st-gcn graph convolution (docs/design.md §4.8): ``y[n,c,t,w] = Σ_k Σ_v (W_k x + b_k)[n,c,t,v] · A[k,v,w]``.
 
     Args:
         x: ``(N, C_in, T, V)``.

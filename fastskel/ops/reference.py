@@ -1,4 +1,4 @@
-"""Readable pure-PyTorch references of every fastskel op: the spec in code (SPEC §4).
+"""Readable pure-PyTorch references of every fastskel op: the spec in code (docs/design.md §4).
 
 These functions take already-validated arguments (the public ops in ``fastskel.ops`` check them),
 compute in float32 where precision matters, and are written for clarity, vectorised over the batch
