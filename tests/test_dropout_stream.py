@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import fastskel
 from fastskel import _ext
 from fastskel.nn.stgcn import STGCN, STGCNBlock
 from fastskel.ops import dropout_add_relu
@@ -54,6 +55,12 @@ def test_stgcn_default_and_torch_backend_differ_only_in_the_dropout_stream():
     b = _seeded(1, lambda: ref.train()(x))
     assert (a - b).abs().max() > 1e-3  # same seed, different masks
     torch.testing.assert_close(a, _seeded(1, lambda: copy.deepcopy(fused).train()(x)))  # but reproducible
+    fastskel.set_backend("torch")  # the process default reaches a model built with backend=None
+    try:
+        c = _seeded(1, lambda: copy.deepcopy(fused).train()(x))
+    finally:
+        fastskel.set_backend(None)
+    torch.testing.assert_close(c, b, rtol=0, atol=0)
 
 
 @needs_fused

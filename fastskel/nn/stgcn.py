@@ -141,9 +141,10 @@ class STGCN(nn.Module):
     (Bernoulli(1 − p) keeps, scaled by 1/(1 − p)) but other masks. So the same seed gives different
     training losses under the default backend and ``backend="torch"`` (issue 18 saw step-0 losses
     of 423.65 vs 427.53). For st-gcn's exact masks — ``torch.nn.Dropout`` drawing from torch's
-    default generator, as st-gcn / PSTL do — build the model with ``backend="torch"`` (or
-    ``fastskel.set_backend("torch")`` / ``FASTSKEL_BACKEND=torch`` before building it); CUDA tensors
-    always take that path. Eval mode and ``dropout=0`` are identical on every backend.
+    default generator, as st-gcn / PSTL do — use ``backend="torch"``: ``STGCN(..., backend="torch")``,
+    a method's ``set_backend("torch")`` / ``ASMaConfig(backend="torch")``, or, for a model built
+    with ``backend=None``, ``fastskel.set_backend("torch")`` / ``FASTSKEL_BACKEND=torch`` (read at
+    each forward); CUDA tensors always take that path. Eval mode and ``dropout=0`` are identical on every backend.
     """
 
     def __init__(self, in_channels: int = 3, hidden_channels: int = 64, out_dim: int = 256, depth: int = 10,
