@@ -61,13 +61,25 @@ def _add_score(p: argparse.ArgumentParser) -> None:
                    help="--score weight: joints with score <= S are zeroed (default: 0, st-gcn's rule)")
 
 
-def _data(args, split: str):
-    """``--data`` (and ``--test-data``, ``--score``) as a dataset of ``split``."""
+def _data(args, split: str, graph: Any = None, num_joints: Optional[int] = None):
+    """``--data`` (and ``--test-data``, ``--score``) as a dataset of ``split``; the joint count of
+    ``graph`` / ``--graph`` (or ``num_joints``) reaches readers that need it (a CTR-GCN .npz)."""
     from .data import load_dataset
 
+    graph = graph if graph is not None else getattr(args, "graph", None)
+    if num_joints is None and graph:
+        from fastskel.graph import SkeletonGraph
+
+        num_joints = SkeletonGraph.get(graph).V
     test = getattr(args, "test_data", None) if split != "train" else None
     return load_dataset(args.data, split, test, score=getattr(args, "score", "channel"),
-                        score_threshold=getattr(args, "score_threshold", 0.0))
+                        score_threshold=getattr(args, "score_threshold", 0.0), num_joints=num_joints)
+
+
+def _joints_of(method) -> Optional[int]:
+    cfg = getattr(method, "config", None)
+    v = getattr(cfg, "num_joints", None)
+    return int(v) if isinstance(v, int) else None
 
 
 def _overrides(args, method: Optional[str] = None) -> Dict[str, Any]:
@@ -227,7 +239,7 @@ def cmd_pretrain(args) -> int:
     cls, _ = _get_method(name)
     given = _overrides(args, name)
     _check_keys(name, given)
-    ds = _data(args, "train")
+    ds = _data(args, "train", given.get("graph"))
     cfg = _build_config(name, args, ds, given)
     out = args.out or str(Path("runs") / name)
     opts = _options(args, out)
@@ -310,9 +322,11 @@ def cmd_eval(args) -> int:
     args.fraction = args.fraction if args.fraction is not None else 0.1
     args.semi_protocol = args.semi_protocol or "finetune"
     protocol = args.protocol
-    train_ds = _data(args, "train")
-    test_ds = _data(args, "test")
-    method, name = _eval_method(args, train_ds)
+    method, name = _eval_method(args, None) if args.checkpoint else (None, None)  # V for the data reader
+    train_ds = _data(args, "train", num_joints=_joints_of(method))
+    test_ds = _data(args, "test", num_joints=_joints_of(method))
+    if method is None:
+        method, name = _eval_method(args, train_ds)
     device = resolve_device(args.device)
     out = Path(args.out) if args.out else (Path(args.checkpoint).parent if args.checkpoint else None)
     k = int(max(int(train_ds.y.max()), int(test_ds.y.max())) + 1)
@@ -409,8 +423,9 @@ def cmd_distill(args) -> int:
     # a classifier file (e.g. `fastskel eval linear --out`) is a teacher with logits; a pretraining
     # checkpoint gives the bare method (ASMa then fits its linear-probe aligner first)
     teacher = load_classifier(args.teacher)[0] if kind == "classifier" else load_method(args.teacher)[0]
-    train_ds = _data(args, "train")
-    test_ds = _data(args, "test")
+    v = _joints_of(getattr(teacher, "encoder", teacher))
+    train_ds = _data(args, "train", num_joints=v)
+    test_ds = _data(args, "test", num_joints=v)
     out = args.out or str(Path(args.teacher).parent / "distill")
     kw = {"teacher": teacher, "train": train_ds, "test": test_ds, "epochs": args.epochs,
           "batch_size": args.batch_size, "device": args.device, "out": out, "seed": args.seed,

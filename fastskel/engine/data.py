@@ -61,21 +61,22 @@ def one_split_test_file(train_path: str) -> Path:
 
 
 def load_dataset(spec: str, split: str = "train", test_data: Optional[str] = None, score: str = "channel",
-                 score_threshold: float = 0.0):
+                 score_threshold: float = 0.0, num_joints: Optional[int] = None):
     """:func:`load_split`, then the ``score`` option applied to an ``"xy+score"`` dataset:
     ``"channel"`` keeps the confidence as channel 2, ``"weight"`` zeroes the coordinates of joints
     with score <= ``score_threshold`` and drops the channel, ``"ignore"`` drops it (see
     :func:`fastskel.data.channels.apply_score`); ``weight``/``ignore`` on data without a score
-    channel is an error."""
+    channel is an error. ``num_joints``: V of the graph in use (``--graph``, a checkpoint's), which
+    a CTR-GCN ``.npz`` needs where its width splits into bodies × joints more than one way."""
     from fastskel.data.channels import apply_score
 
-    ds = load_split(spec, split, test_data)
+    ds = load_split(spec, split, test_data, num_joints)
     if score != "channel":
         ds.x, ds.channels = apply_score(ds.x, getattr(ds, "channels", None) or "", score, score_threshold)
     return ds
 
 
-def load_split(spec: str, split: str = "train", test_data: Optional[str] = None):
+def load_split(spec: str, split: str = "train", test_data: Optional[str] = None, num_joints: Optional[int] = None):
     """A :class:`fastskel.data.SkeletonDataset` for ``--data spec`` and ``split`` ("train"/"test").
 
     ``test_data``: the file of the test split (``--test-data``) where ``spec`` holds one split per
@@ -88,7 +89,8 @@ def load_split(spec: str, split: str = "train", test_data: Optional[str] = None)
                 and spec.lower().endswith(_ONE_SPLIT_SUFFIXES):
             raise ValueError(f"--test-data: {tp} is the training file given by --data; give the validation "
                              f"file (e.g. val_data_joint.npy)")
-        return load_split(str(tp), "test" if not str(tp).lower().endswith(_ONE_SPLIT_SUFFIXES) else split)
+        return load_split(str(tp), "test" if not str(tp).lower().endswith(_ONE_SPLIT_SUFFIXES) else split,
+                          num_joints=num_joints)
     if (isinstance(spec, str) and split != "train" and spec.lower().endswith(_ONE_SPLIT_SUFFIXES)
             and Path(spec).is_file()):
         return load_split(str(one_split_test_file(spec)), "train")
@@ -107,7 +109,8 @@ def load_split(spec: str, split: str = "train", test_data: Optional[str] = None)
     except ImportError:
         raise ImportError("data: reading dataset files needs fastskel.data.load, which is not "
                           "available in this build; use --data synthetic") from None
-    data = load(str(path), split=split)
+    npz = {"num_joints": num_joints} if num_joints and str(path).lower().endswith(".npz") else {}
+    data = load(str(path), split=split, **npz)
     if not hasattr(data, "dataset"):
         return data
     ds = data.dataset()
