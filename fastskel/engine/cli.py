@@ -194,9 +194,9 @@ def _build_config(name: str, args, ds, given: Optional[Dict[str, Any]] = None):
         given = {**given, "graph": args.graph}
     _check_keys(name, given)
     auto = _data_defaults(cfg_cls, ds, given) if ds is not None else {}
-    # one construction with the data's values and the overrides together, so a field checked
-    # against the data (ASMa's joint_mask_n <= V) is validated after --set has applied
-    return apply_overrides(cfg_cls(), {**auto, **given}, where=f"{name} config")
+    # the data's values first (defaults derived from V, e.g. ASMa's joint_mask_n, follow the data),
+    # then every override at once, so a value checked against V is validated after --set applies
+    return apply_overrides(cfg_cls(**auto) if auto else cfg_cls(), given, where=f"{name} config")
 
 
 def _options(args, out: Optional[str]):

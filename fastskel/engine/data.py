@@ -89,7 +89,8 @@ def load_split(spec: str, split: str = "train", test_data: Optional[str] = None,
                 and spec.lower().endswith(_ONE_SPLIT_SUFFIXES):
             raise ValueError(f"--test-data: {tp} is the training file given by --data; give the validation "
                              f"file (e.g. val_data_joint.npy)")
-        return load_split(str(tp), "test" if not str(tp).lower().endswith(_ONE_SPLIT_SUFFIXES) else split,
+        # a one-split file is read as itself ("train": no lookup of a val_ file beside it)
+        return load_split(str(tp), "test" if not str(tp).lower().endswith(_ONE_SPLIT_SUFFIXES) else "train",
                           num_joints=num_joints)
     if (isinstance(spec, str) and split != "train" and spec.lower().endswith(_ONE_SPLIT_SUFFIXES)
             and Path(spec).is_file()):
