@@ -262,3 +262,18 @@ def test_distill_and_export_take_test_data(tmp_path, capsys):
     assert "distill student top-1 accuracy" in capsys.readouterr().out
     assert main(["export", "--checkpoint", ck, "--num-classes", "2", "--data", tr, "--test-data", ho,
                  "--formats", "torchscript", "--runs", "1", "--out", str(d / "x")]) == 0
+
+
+def test_read_pyskl_score_weight(tmp_path):
+    from fastskel.data.formats import read_pyskl
+
+    kp = np.arange(2 * 3 * 17 * 2, dtype=np.float32).reshape(2, 3, 17, 2) + 1
+    sc = np.full((2, 3, 17), 0.9, np.float32)
+    sc[0, 1, 4] = 0.2
+    with open(tmp_path / "p.pkl", "wb") as f:
+        pickle.dump({"split": {"train": ["a"]}, "annotations": [
+            {"frame_dir": "a", "label": 0, "keypoint": kp, "keypoint_score": sc, "total_frames": 3}]}, f)
+    d = read_pyskl(str(tmp_path / "p.pkl"), score="weight", score_threshold=0.5)
+    assert d.x.shape[1] == 2 and d.meta["channels"] == "xy"
+    assert (d.x[0, :, 1, 4, 0] == 0).all() and d.x[0, 0, 1, 5, 0] == kp[0, 1, 5, 0]
+    assert (d.x != 0).sum() == kp.size - 2

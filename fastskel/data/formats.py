@@ -239,16 +239,18 @@ def _pyskl_split_name(splits: Dict[str, list], split: str, path: str) -> str:
 
 
 @reader("PYSKL .pkl")
-def read_pyskl(path: str, split: str = "train", score: str = "channel") -> SkeletonData:
+def read_pyskl(path: str, split: str = "train", score: str = "channel", score_threshold: float = 0.0) -> SkeletonData:
     """PYSKL / mmaction2 annotation pickle → the annotations of ``split`` (a split name such as
     ``"xsub_train"``, or "train"/"test" when that resolves to exactly one split).
 
     2-D files carry ``keypoint`` ``(M, T, V, 2)`` and ``keypoint_score`` ``(M, T, V)``: with
     ``score="channel"`` (default) the score becomes channel 2 (C=3, ``meta["channels"] ==
-    "xy+score"``); ``score="ignore"`` keeps C=2 (``"xy"``), an explicit choice, never a default.
+    "xy+score"``); ``score="weight"`` zeroes the (x, y) of joints with score <= ``score_threshold``
+    and keeps C=2 (:func:`fastskel.data.channels.apply_score`); ``score="ignore"`` keeps C=2
+    (``"xy"``), an explicit choice, never a default.
     """
-    if score not in ("channel", "ignore"):
-        raise ValueError(f"score: expected 'channel' or 'ignore', got {score!r}")
+    if score not in ("channel", "weight", "ignore"):
+        raise ValueError(f"score: expected 'channel', 'weight' or 'ignore', got {score!r}")
     obj = _load_pickle(path)
     if not (isinstance(obj, dict) and "annotations" in obj):
         raise ValueError(f"{path}: expected a PYSKL dict with 'split' and 'annotations', got {type(obj).__name__}")
@@ -270,7 +272,7 @@ def read_pyskl(path: str, split: str = "train", score: str = "channel") -> Skele
         kp = np.asarray(a["keypoint"], dtype=np.float32)
         if kp.ndim != 4:
             raise ValueError(f"{path}: annotation {i} ({a.get('frame_dir', '?')}): keypoint expected (M, T, V, C), got shape {kp.shape}")
-        if "keypoint_score" in a and score == "channel":
+        if "keypoint_score" in a and score != "ignore":
             sc = np.asarray(a["keypoint_score"], dtype=np.float32)
             if sc.shape != kp.shape[:3]:
                 raise ValueError(f"{path}: annotation {i} ({a.get('frame_dir', '?')}): keypoint_score expected "
@@ -289,14 +291,20 @@ def read_pyskl(path: str, split: str = "train", score: str = "channel") -> Skele
     _check_finite(x, path)
     lengths = np.array([a.get("total_frames", kp.shape[1]) for a, kp in zip(anns, kps)], dtype=np.int64)
     lengths = np.minimum(lengths, [kp.shape[1] for kp in kps])
+    channels = _pyskl_channels(anns[0], C, score)
+    if score == "weight" and channels == "xy+score":
+        import torch
+
+        from .channels import apply_score
+
+        x, channels = apply_score(torch.from_numpy(x), channels, "weight", score_threshold)
     return SkeletonData(x, np.array([int(a["label"]) for a in anns]), lengths,
                         names=[str(a.get("frame_dir", i)) for i, a in enumerate(anns)],
-                        meta={"format": "pyskl", "path": str(path), "split": split,
-                              "channels": _pyskl_channels(anns[0], C, score)})
+                        meta={"format": "pyskl", "path": str(path), "split": split, "channels": channels})
 
 
 def _pyskl_channels(ann: dict, C: int, score: str) -> str:
-    if "keypoint_score" in ann and score == "channel":
+    if "keypoint_score" in ann and score != "ignore":
         return "xy+score" if C == 3 else f"{C - 1}d+score"
     return {2: "xy", 3: "xyz"}.get(C, f"{C}d")
 

@@ -423,7 +423,7 @@ def cmd_distill(args) -> int:
     # a classifier file (e.g. `fastskel eval linear --out`) is a teacher with logits; a pretraining
     # checkpoint gives the bare method (ASMa then fits its linear-probe aligner first)
     teacher = load_classifier(args.teacher)[0] if kind == "classifier" else load_method(args.teacher)[0]
-    v = _joints_of(getattr(teacher, "encoder", teacher))
+    v = _joints_of(teacher) or _joints_of(getattr(teacher, "encoder", None))  # a method or a Classifier
     train_ds = _data(args, "train", num_joints=v)
     test_ds = _data(args, "test", num_joints=v)
     out = args.out or str(Path(args.teacher).parent / "distill")
