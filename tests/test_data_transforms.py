@@ -273,8 +273,8 @@ def test_other_graph_and_argument_errors():
     assert T.bone_scale(x, p=1.0, graph="openpose18", generator=gen()).shape == x.shape
     with pytest.raises(ValueError, match="V=18"):
         T.slim_mirror(x, graph="ntu25")
-    with pytest.raises(ValueError, match="C=3"):
-        T.slim_rotate(torch.randn(2, 2, 8, 25, generator=gen(42)))
+    with pytest.raises(ValueError, match="C=3"):  # C=2 is 2-D (in-plane); C=4 has no layout
+        T.slim_rotate(torch.randn(2, 4, 8, 25, generator=gen(42)))
     with pytest.raises(ValueError, match="p"):
         T.slim_mirror(torch.randn(2, 3, 8, 25, generator=gen(42)), p=1.5)
     with pytest.raises(TypeError, match="x"):

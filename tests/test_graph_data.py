@@ -96,3 +96,86 @@ def test_graph_config_value_is_plain():
     assert graph_value("coco17") == "coco17"
     cfg = ASMaConfig(num_joints=16, graph=g)
     assert isinstance(config_to_dict(cfg)["graph"], dict)
+
+
+# ---- the published definitions, transcribed from the public sources cited in fastskel/graphs/*.yaml
+# VideoPose3D common/h36m_dataset.py: 32-joint parents, the 15 removed joints, shoulders -> thorax
+_H36M32_PARENTS = [-1, 0, 1, 2, 3, 4, 0, 6, 7, 8, 9, 0, 11, 12, 13, 14, 12, 16, 17, 18, 19, 20, 19, 22, 12, 24,
+                   25, 26, 27, 28, 27, 30]
+_H36M32_LEFT, _H36M32_RIGHT = [6, 7, 8, 9, 10, 16, 17, 18, 19, 20, 21, 22, 23], [1, 2, 3, 4, 5, 24, 25, 26, 27, 28, 29, 30, 31]
+_H36M_REMOVED = [4, 5, 9, 10, 11, 16, 20, 21, 22, 23, 24, 28, 29, 30, 31]
+# PYSKL pyskl/utils/graph.py, layout 'coco' (inward pairs), center 0
+_PYSKL_COCO = [(15, 13), (13, 11), (16, 14), (14, 12), (11, 5), (12, 6), (9, 7), (7, 5), (10, 8), (8, 6), (5, 0),
+               (6, 0), (1, 0), (3, 1), (2, 0), (4, 2)]
+_COCO_NAMES = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+               "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+               "right_knee", "left_ankle", "right_ankle"]
+# OpenPose include/openpose/pose/poseParametersRender.hpp, POSE_BODY_25_PAIRS_RENDER_GPU
+_BODY25_PAIRS = [1, 8, 1, 2, 1, 5, 2, 3, 3, 4, 5, 6, 6, 7, 8, 9, 9, 10, 10, 11, 8, 12, 12, 13, 13, 14, 1, 0, 0, 15,
+                 15, 17, 0, 16, 16, 18, 14, 19, 19, 20, 14, 21, 11, 22, 22, 23, 11, 24]
+_BODY25_NAMES = ["Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "MidHip", "RHip",
+                 "RKnee", "RAnkle", "LHip", "LKnee", "LAnkle", "REye", "LEye", "REar", "LEar", "LBigToe",
+                 "LSmallToe", "LHeel", "RBigToe", "RSmallToe", "RHeel"]
+# MediaPipe mediapipe/python/solutions/pose_connections.py, POSE_CONNECTIONS; PoseLandmark names
+_MP_CONNECTIONS = [(0, 1), (1, 2), (2, 3), (3, 7), (0, 4), (4, 5), (5, 6), (6, 8), (9, 10), (11, 12), (11, 13),
+                   (13, 15), (15, 17), (15, 19), (15, 21), (17, 19), (12, 14), (14, 16), (16, 18), (16, 20),
+                   (16, 22), (18, 20), (11, 23), (12, 24), (23, 24), (23, 25), (24, 26), (25, 27), (26, 28),
+                   (27, 29), (28, 30), (29, 31), (30, 32), (27, 31), (28, 32)]
+_MP_NAMES = ["nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
+             "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder",
+             "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_pinky",
+             "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb", "left_hip", "right_hip",
+             "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel", "right_heel",
+             "left_foot_index", "right_foot_index"]
+
+
+def _undirected(pairs):
+    return {frozenset(p) for p in pairs}
+
+
+def _name_pairs(names, left, right):
+    """Index pairs of names that differ only by their ``left``/``right`` marker."""
+    idx = {n: i for i, n in enumerate(names)}
+    return {frozenset((i, idx[n.replace(left, right, 1)])) for i, n in enumerate(names)
+            if left in n and n.replace(left, right, 1) in idx}
+
+
+def test_h36m17_is_videopose3d_reduced_skeleton():
+    keep = [j for j in range(32) if j not in _H36M_REMOVED]
+    new = {old: i for i, old in enumerate(keep)}
+    parents = []
+    for old in keep:  # VideoPose3D's remove_joints: walk up to the nearest kept ancestor
+        p = _H36M32_PARENTS[old]
+        while p != -1 and p not in new:
+            p = _H36M32_PARENTS[p]
+        parents.append(new[p] if p != -1 else -1)
+    parents[11] = parents[14] = 8  # "Rewire shoulders to the correct parents"
+    g = SkeletonGraph.get("h36m17")
+    assert parents == [-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15]
+    assert [(-1 if j == g.center else p) for j, p in enumerate(g.parents)] == parents
+    left = [new[j] for j in _H36M32_LEFT if j in new]
+    right = [new[j] for j in _H36M32_RIGHT if j in new]
+    assert sorted(g.lr_pairs) == sorted(zip(left, right))
+
+
+def test_coco17_is_pyskl_coco_layout_with_mmpose_swaps():
+    g = SkeletonGraph.get("coco17")
+    assert g.center == 0 and _undirected(g.edges) == _undirected(_PYSKL_COCO)
+    assert _undirected(g.lr_pairs) == _name_pairs(_COCO_NAMES, "left_", "right_")
+
+
+def test_openpose25_is_body25_render_pairs():
+    g = SkeletonGraph.get("openpose25")
+    pairs = list(zip(_BODY25_PAIRS[::2], _BODY25_PAIRS[1::2]))
+    assert _undirected(g.edges) == _undirected(pairs) and g.center == 1
+    lr = {p for p in _name_pairs([n[0] + "_" + n[1:] for n in _BODY25_NAMES], "L_", "R_")}
+    assert _undirected(g.lr_pairs) == lr and len(lr) == 11
+
+
+def test_mediapipe33_is_pose_connections_plus_documented_links():
+    g = SkeletonGraph.get("mediapipe33")
+    extra = _undirected(g.edges) - _undirected(_MP_CONNECTIONS)
+    assert _undirected(_MP_CONNECTIONS) <= _undirected(g.edges)
+    assert extra == _undirected([(0, 9), (0, 10), (0, 11), (0, 12)])  # the links the YAML documents
+    lr = _name_pairs(_MP_NAMES, "left", "right")  # left_eye_inner/right_eye_inner, ..., mouth_left/mouth_right
+    assert _undirected(g.lr_pairs) == lr and len(lr) == 16

@@ -9,7 +9,9 @@ Formats:
 - **CTR-GCN / MAMP ``.npz``** — keys ``x_train, y_train, x_test, y_test``; ``x`` ``(N, T, M·V·C)``
   (NTU: ``(N, 300, 150)``, per frame body-major, then joint, then xyz), ``y`` one-hot ``(N, K)``
   (integer labels accepted too). Optional ``names_train``/``names_test`` (written by
-  ``fastskel prepare``).
+  ``fastskel prepare``), ``layout_train``/``layout_test`` ``[C, V, M]`` and ``channels`` (a layout
+  name such as ``"xy+score"``), written by :func:`write_ctrgcn_npz`, so its files read back
+  without guessing.
 - **st-gcn / AimCLR / PSTL ``.npy``** — ``(N, C, T, V, M)`` data + a label ``.pkl`` holding
   ``(names, labels)``; the label file is found next to the data (``train_data_joint.npy`` →
   ``train_label.pkl``) or given as ``label_path``.
@@ -55,12 +57,16 @@ def _onehot_to_labels(y: np.ndarray, path: str, key: str) -> np.ndarray:
 
 @reader("CTR-GCN .npz")
 def read_ctrgcn_npz(path: str, split: str = "train", num_joints: Optional[int] = None,
-                    channels: int = 3) -> SkeletonData:
+                    channels: Optional[int] = None, num_bodies: Optional[int] = None) -> SkeletonData:
     """CTR-GCN/MAMP ``NTU60_CS.npz``-style file → ``(N, C, T, V, M)``.
 
-    ``num_joints`` V (default: inferred from the last dim ``F = M·V·C``: 25 when ``F`` is a
-    multiple of ``25·C``, else ``F / (2·C)`` (two bodies, the CTR-GCN convention), else ``F / C``);
-    ``channels`` C (3 = xyz; 2 = xy; 3 may also be xy+score, declared by the caller).
+    The last dim is ``F = M·V·C``. ``channels`` C (default: the file's ``layout_*``, else 3; 3 =
+    xyz, 2 = xy; 3 may also be xy+score, declared by the file's ``channels`` key or the caller).
+    V and M: ``num_joints`` / ``num_bodies`` when given, else the file's ``layout_*`` key, else
+    inferred from F: V = 25 when F is a multiple of 25·C (NTU); else the one split of F into
+    M ∈ {1, 2} bodies × V joints, or the one whose V is a built-in graph's (17, 18, 25, 33).
+    A width that splits both ways (F = 48, C = 3: 2 × 8 or 1 × 16 joints) is an error naming
+    ``num_joints=`` / ``num_bodies=`` (on the command line, ``--graph`` gives V).
     """
     part = {"train": "train", "test": "test", "val": "test"}.get(split)
     if part is None:
@@ -72,38 +78,98 @@ def read_ctrgcn_npz(path: str, split: str = "train", num_joints: Optional[int] =
         x = z[f"x_{part}"]
         y = _onehot_to_labels(z[f"y_{part}"], path, f"y_{part}")
         names = [str(s) for s in z[f"names_{part}"]] if f"names_{part}" in keys else None
+        layout = z[f"layout_{part}"] if f"layout_{part}" in keys else None
+        declared = _npz_channels(z["channels"], path) if "channels" in keys else None
     if x.ndim != 3:
-        raise ValueError(f"{path}: x_{part}: expected (N, T, M*V*{channels}), got shape {x.shape}")
+        raise ValueError(f"{path}: x_{part}: expected (N, T, M*V*C), got shape {x.shape}")
     n, t, f = x.shape
-    if num_joints is None:
-        num_joints = _infer_joints(f, channels, path, f"x_{part}")
-    if f % (num_joints * channels):
-        raise ValueError(f"{path}: x_{part}: last dim {f} is not a multiple of V*C = {num_joints * channels}")
+    channels, num_joints, m = _npz_layout(f, path, part, channels, num_joints, num_bodies, layout)
     if y.shape[0] != n:
         raise ValueError(f"{path}: y_{part}: expected {n} labels to match x_{part}, got {y.shape[0]}")
-    m = f // (num_joints * channels)
     x = np.ascontiguousarray(x.reshape(n, t, m, num_joints, channels).transpose(0, 4, 1, 3, 2), dtype=np.float32)
     _check_finite(x, path)
-    return SkeletonData(x, y, names=names or [f"{part}_{i}" for i in range(n)],
-                        meta={"format": "ctrgcn_npz", "path": str(path)})
+    meta = {"format": "ctrgcn_npz", "path": str(path)}
+    if declared is not None:
+        if {"xyz": 3, "xy": 2, "xy+score": 3}.get(declared) != channels:
+            raise ValueError(f"{path}: channels: {declared!r} does not fit C={channels}")
+        meta["channels"] = declared
+    return SkeletonData(x, y, names=names or [f"{part}_{i}" for i in range(n)], meta=meta)
 
 
-def _infer_joints(f: int, channels: int, path: str, key: str) -> int:
-    if f > 0 and f % (25 * channels) == 0:
-        return 25
-    for bodies in (2, 1):
-        if f > 0 and f % (bodies * channels) == 0:
-            return f // (bodies * channels)
-    raise ValueError(f"{path}: {key}: last dim {f} is not a multiple of V*C (M*V*C with C={channels}); "
-                     "pass num_joints= / channels=")
+_BUILTIN_V = (17, 18, 25, 33)  # joint counts of the built-in graphs (COCO/H36M, OpenPose, NTU/BODY_25, BlazePose)
 
 
-def write_ctrgcn_npz(path: str, train: SkeletonData, test: SkeletonData, num_classes: Optional[int] = None) -> None:
-    """Write two splits in the CTR-GCN/MAMP layout (``x (N, T, M·V·C)``, one-hot ``y``) + names."""
+def _npz_channels(a: np.ndarray, path: str) -> str:
+    v = str(a.reshape(-1)[0]) if a.size == 1 and a.dtype.kind == "U" else None
+    if v not in ("xyz", "xy", "xy+score"):
+        raise ValueError(f"{path}: channels: expected one of 'xyz', 'xy', 'xy+score', got {a!r}")
+    return v
+
+
+def _pos_int(v, name: str, path: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 1:
+        raise ValueError(f"{path}: {name}: expected an int >= 1, got {v!r}")
+    return int(v)
+
+
+def _npz_layout(f: int, path: str, part: str, C: Optional[int], V: Optional[int], M: Optional[int],
+                layout: Optional[np.ndarray]) -> Tuple[int, int, int]:
+    """``(C, V, M)`` of the last dim ``f`` (see :func:`read_ctrgcn_npz`)."""
+    key = f"x_{part}"
+    if layout is not None:
+        ok = layout.shape == (3,) and layout.dtype.kind in "iu" and (layout >= 1).all()
+        if not ok or int(np.prod(layout.astype(np.int64))) != f:
+            raise ValueError(f"{path}: layout_{part}: expected [C, V, M] >= 1 with C*V*M = {f} (the last dim of "
+                             f"{key}), got {layout.tolist() if layout.size < 8 else layout.shape}")
+        lc, lv, lm = (int(a) for a in layout)
+        for name, given, stored in (("channels", C, lc), ("num_joints", V, lv), ("num_bodies", M, lm)):
+            if given is not None and given != stored:
+                raise ValueError(f"{path}: {name}={given} contradicts the file's layout_{part} [C, V, M] = "
+                                 f"{[lc, lv, lm]}")
+        C = lc if C is None else C
+        if V is None and M is None and C == lc:
+            return lc, lv, lm
+    C = 3 if C is None else _pos_int(C, "channels", path)
+    if f % C:
+        raise ValueError(f"{path}: {key}: last dim {f} is not a multiple of V*C (M*V*C with C={C}); "
+                         "pass channels= / num_joints=")
+    if V is not None:
+        V = _pos_int(V, "num_joints", path)
+        if f % (V * C) or (M is not None and f != _pos_int(M, "num_bodies", path) * V * C):
+            raise ValueError(f"{path}: {key}: last dim {f} is not M*V*C with V={V}, C={C}"
+                             f"{f', M={M}' if M is not None else ''}")
+        return C, V, f // (V * C)
+    if M is not None:
+        M = _pos_int(M, "num_bodies", path)
+        if f % (M * C):
+            raise ValueError(f"{path}: {key}: last dim {f} is not M*V*C with M={M}, C={C}")
+        return C, f // (M * C), M
+    if f > 0 and f % (25 * C) == 0:
+        return C, 25, f // (25 * C)
+    cands = [(f // (m * C), m) for m in (2, 1) if f > 0 and f % (m * C) == 0]
+    known = [c for c in cands if c[0] in _BUILTIN_V]
+    if len(cands) == 1 or len(known) == 1:
+        v, m = cands[0] if len(cands) == 1 else known[0]
+        return C, v, m
+    ways = " or ".join(f"M={m} x V={v}" for v, m in cands)
+    raise ValueError(f"{path}: {key}: last dim {f} = M*V*C (C={C}) is ambiguous ({ways}); pass num_joints= "
+                     "or num_bodies= (fastskel CLI: --graph RIG gives num_joints)")
+
+
+def write_ctrgcn_npz(path: str, train: SkeletonData, test: SkeletonData, num_classes: Optional[int] = None,
+                     channels: Optional[str] = None) -> None:
+    """Write two splits in the CTR-GCN/MAMP layout (``x (N, T, M·V·C)``, one-hot ``y``) + names,
+    ``layout_<split> = [C, V, M]`` (so a 1-body or non-NTU file reads back without guessing) and,
+    when given (or in ``train.meta``/``train.channels``), the ``channels`` layout name."""
     k = num_classes or max(train.num_classes, test.num_classes)
     out = {}
+    meta = getattr(train, "meta", None) or {}
+    channels = channels or meta.get("channels") or getattr(train, "channels", None)
+    if channels:
+        out["channels"] = np.asarray(str(channels))
     for part, d in (("train", train), ("test", test)):
         n, c, t, v, m = d.x.shape
+        out[f"layout_{part}"] = np.asarray([c, v, m], dtype=np.int64)
         out[f"x_{part}"] = d.x.numpy().transpose(0, 2, 4, 3, 1).reshape(n, t, m * v * c)
         out[f"y_{part}"] = np.eye(k, dtype=np.float32)[d.y.numpy()] if n else np.zeros((0, k), np.float32)
         out[f"names_{part}"] = np.asarray(d.names, dtype=str)
@@ -173,16 +239,18 @@ def _pyskl_split_name(splits: Dict[str, list], split: str, path: str) -> str:
 
 
 @reader("PYSKL .pkl")
-def read_pyskl(path: str, split: str = "train", score: str = "channel") -> SkeletonData:
+def read_pyskl(path: str, split: str = "train", score: str = "channel", score_threshold: float = 0.0) -> SkeletonData:
     """PYSKL / mmaction2 annotation pickle → the annotations of ``split`` (a split name such as
     ``"xsub_train"``, or "train"/"test" when that resolves to exactly one split).
 
     2-D files carry ``keypoint`` ``(M, T, V, 2)`` and ``keypoint_score`` ``(M, T, V)``: with
     ``score="channel"`` (default) the score becomes channel 2 (C=3, ``meta["channels"] ==
-    "xy+score"``); ``score="ignore"`` keeps C=2 (``"xy"``), an explicit choice, never a default.
+    "xy+score"``); ``score="weight"`` zeroes the (x, y) of joints with score <= ``score_threshold``
+    and keeps C=2 (:func:`fastskel.data.channels.apply_score`); ``score="ignore"`` keeps C=2
+    (``"xy"``), an explicit choice, never a default.
     """
-    if score not in ("channel", "ignore"):
-        raise ValueError(f"score: expected 'channel' or 'ignore', got {score!r}")
+    if score not in ("channel", "weight", "ignore"):
+        raise ValueError(f"score: expected 'channel', 'weight' or 'ignore', got {score!r}")
     obj = _load_pickle(path)
     if not (isinstance(obj, dict) and "annotations" in obj):
         raise ValueError(f"{path}: expected a PYSKL dict with 'split' and 'annotations', got {type(obj).__name__}")
@@ -204,7 +272,7 @@ def read_pyskl(path: str, split: str = "train", score: str = "channel") -> Skele
         kp = np.asarray(a["keypoint"], dtype=np.float32)
         if kp.ndim != 4:
             raise ValueError(f"{path}: annotation {i} ({a.get('frame_dir', '?')}): keypoint expected (M, T, V, C), got shape {kp.shape}")
-        if "keypoint_score" in a and score == "channel":
+        if "keypoint_score" in a and score != "ignore":
             sc = np.asarray(a["keypoint_score"], dtype=np.float32)
             if sc.shape != kp.shape[:3]:
                 raise ValueError(f"{path}: annotation {i} ({a.get('frame_dir', '?')}): keypoint_score expected "
@@ -223,14 +291,20 @@ def read_pyskl(path: str, split: str = "train", score: str = "channel") -> Skele
     _check_finite(x, path)
     lengths = np.array([a.get("total_frames", kp.shape[1]) for a, kp in zip(anns, kps)], dtype=np.int64)
     lengths = np.minimum(lengths, [kp.shape[1] for kp in kps])
+    channels = _pyskl_channels(anns[0], C, score)
+    if score == "weight" and channels == "xy+score":
+        import torch
+
+        from .channels import apply_score
+
+        x, channels = apply_score(torch.from_numpy(x), channels, "weight", score_threshold)
     return SkeletonData(x, np.array([int(a["label"]) for a in anns]), lengths,
                         names=[str(a.get("frame_dir", i)) for i, a in enumerate(anns)],
-                        meta={"format": "pyskl", "path": str(path), "split": split,
-                              "channels": _pyskl_channels(anns[0], C, score)})
+                        meta={"format": "pyskl", "path": str(path), "split": split, "channels": channels})
 
 
 def _pyskl_channels(ann: dict, C: int, score: str) -> str:
-    if "keypoint_score" in ann and score == "channel":
+    if "keypoint_score" in ann and score != "ignore":
         return "xy+score" if C == 3 else f"{C - 1}d+score"
     return {2: "xy", 3: "xyz"}.get(C, f"{C}d")
 

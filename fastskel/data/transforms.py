@@ -1,7 +1,11 @@
 """Batched skeleton transforms on the tensor's device (no per-sample Python loops).
 
 Every transform takes ``x`` as ``(N, C, T, V)`` or ``(N, C, T, V, M)`` (channel 0 = x, 1 = y
-(vertical), 2 = z) and, where random, ``generator: torch.Generator | None``. No transform synchronises
+(vertical), 2 = z) and, where random, ``generator: torch.Generator | None``. The geometric ones
+(:func:`shear`, :func:`random_rotate`, :func:`slim_rotate`, :func:`slim_mirror`, :func:`bone_scale`)
+take ``channels`` (:mod:`fastskel.data.channels`: ``"xyz"``, ``"xy"``, ``"xy+score"``; ``None`` =
+from C, 3 → xyz, 2 → xy) and act on the spatial channels only: 3-D for ``"xyz"``, in the image
+plane for ``"xy"``/``"xy+score"``, whose score channel passes through unchanged. No transform synchronises
 with the host (no ``.item()``, no Python-value tensors copied per call; constants are built once per
 device and cached). Random numbers are drawn on the generator's device:
 
@@ -31,6 +35,7 @@ padding stays zero under every spatial transform (they are linear or act on bone
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -38,6 +43,7 @@ import torch
 
 from ..graph import SkeletonGraph
 from ._checks import data_checks_enabled
+from .channels import spatial_dims
 from .core import valid_lengths
 
 __all__ = [
@@ -55,13 +61,6 @@ def _check_x(x, name: str = "x") -> torch.Tensor:
         raise ValueError(f"{name}: expected a 4-D (N, C, T, V) or 5-D (N, C, T, V, M) tensor, got shape {tuple(x.shape)}")
     if not x.dtype.is_floating_point:
         raise TypeError(f"{name}: expected a floating dtype, got {x.dtype}")
-    return x
-
-
-def _check_xyz(x, name: str = "x") -> torch.Tensor:
-    _check_x(x, name)
-    if x.shape[1] != 3:
-        raise ValueError(f"{name}: expected C=3 (x, y, z) channels, got C={x.shape[1]}")
     return x
 
 
@@ -157,6 +156,19 @@ def _apply_matrix(x: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     shape = x.shape
     out = torch.bmm(R.to(x.dtype), x.reshape(shape[0], shape[1], -1))
     return out.reshape(shape)
+
+
+def _on_spatial(x: torch.Tensor, d: int, fn) -> torch.Tensor:
+    """``fn`` applied to the first ``d`` (spatial) channels; the rest (a score) passes through."""
+    if d == x.shape[1]:
+        return fn(x)
+    return torch.cat([fn(x[:, :d]), x[:, d:]], 1)
+
+
+def _rot2d(a):
+    """In-plane rotations ``[[c, −s], [s, c]]`` ``(..., 2, 2)`` by angles ``a`` (radians)."""
+    c, s = torch.cos(a), torch.sin(a)
+    return torch.stack([c, -s, s, c], -1).reshape(*a.shape, 2, 2)
 
 
 def _rx(a):
@@ -274,26 +286,44 @@ def reflect_pad_crop(x: torch.Tensor, lengths: Optional[torch.Tensor] = None, pa
     return out.reshape(x.shape)
 
 
-def shear(x: torch.Tensor, amplitude: float = 0.5, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def shear(x: torch.Tensor, amplitude: float = 0.5, generator: Optional[torch.Generator] = None,
+          channels: Optional[str] = None) -> torch.Tensor:
     """PSTL/AimCLR shear: ``S = [[1, s01, s02], [s10, 1, s12], [s20, s21, 1]]``, off-diagonals
-    ``U(−a, a)`` per sample; ``out_d = Σ_c x_c·S[c, d]`` (PSTL's ``einsum('nctvm,cd->ndtvm')``)."""
-    _check_xyz(x)
+    ``U(−a, a)`` per sample; ``out_d = Σ_c x_c·S[c, d]`` (PSTL's ``einsum('nctvm,cd->ndtvm')``).
+
+    2-D layouts (``"xy"``, ``"xy+score"``): the image-plane block ``[[1, s01], [s10, 1]]`` of the
+    same draws (what the 3-D shear does to ``(x, y, 0)``); a score channel is left as it is."""
+    _check_x(x)
+    d = spatial_dims(x, channels)
     n = x.shape[0]
     (u,) = _uniforms(generator, x.device, ((n, 6), torch.float32))
     off = (u * 2 - 1) * amplitude
     one = torch.ones_like(off[:, 0])
-    S = torch.stack([one, off[:, 0], off[:, 1], off[:, 2], one, off[:, 3], off[:, 4], off[:, 5], one], 1)
-    return _apply_matrix(x, S.reshape(n, 3, 3).transpose(1, 2))
+    if d == 3:
+        S = torch.stack([one, off[:, 0], off[:, 1], off[:, 2], one, off[:, 3], off[:, 4], off[:, 5], one], 1)
+    else:
+        S = torch.stack([one, off[:, 0], off[:, 2], one], 1)
+    S = S.reshape(n, d, d).transpose(1, 2)
+    return _on_spatial(x, d, lambda s: _apply_matrix(s, S))
 
 
 def random_rotate(x: torch.Tensor, main_max_deg: float = 30.0, other_max_deg: float = 1.0,
-                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                  generator: Optional[torch.Generator] = None, channels: Optional[str] = None) -> torch.Tensor:
     """PSTL ``random_rotate``: one main axis per sample (uniform over x, y, z) rotated by
     ``U(0, 30°)``, the other two by ``U(0, 1°)``; applied in the order x, y, z with PSTL's matrices
     (``R_x = [[1,0,0],[0,c,s],[0,−s,c]]``, ``R_y = [[c,0,−s],[0,1,0],[s,0,c]]``,
-    ``R_z = [[c,s,0],[−s,c,0],[0,0,1]]``, each used as ``x·Rᵀ``) — i.e. ``x' = R_z R_y R_x x``."""
-    _check_xyz(x)
+    ``R_z = [[c,s,0],[−s,c,0],[0,0,1]]``, each used as ``x·Rᵀ``) — i.e. ``x' = R_z R_y R_x x``.
+
+    2-D layouts: one rotation in the image plane, ``θ ~ U(−main_max_deg, main_max_deg)`` per
+    sample (rotations about x or y would leave the plane; PYSKL's ``RandomRot`` likewise rotates
+    2-D keypoints in the plane), ``(x, y) ← R(θ)·(x, y)``; a score channel is left as it is."""
+    _check_x(x)
+    d = spatial_dims(x, channels)
     n = x.shape[0]
+    if d == 2:
+        (u2,) = _uniforms(generator, x.device, ((n,), torch.float32))
+        R2 = _rot2d(torch.deg2rad((u2 * 2 - 1) * main_max_deg))
+        return _on_spatial(x, 2, lambda s: _apply_matrix(s, R2))
     u_main, u = _uniforms(generator, x.device, ((n,), torch.float32), ((n, 3), torch.float32))
     main = (u_main * 3).floor().clamp(max=2).to(torch.int64)
     axis = torch.arange(3, device=x.device)[None]
@@ -319,38 +349,61 @@ def random_flip(x: torch.Tensor, p: float = 0.5, graph: Optional[SkeletonGraph] 
 
 def pstl_augment(x: torch.Tensor, lengths: Optional[torch.Tensor] = None, shear_amplitude: float = 0.5,
                  padding_ratio: int = 6, flip_p: float = 0.5, graph: Optional[SkeletonGraph] = None,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """PSTL's view augmentation (used by ASMa): ``flip(rotate(shear(reflect_pad_crop(x))))``."""
+                 generator: Optional[torch.Generator] = None, channels: Optional[str] = None) -> torch.Tensor:
+    """PSTL's view augmentation (used by ASMa): ``flip(rotate(shear(reflect_pad_crop(x))))``;
+    shear and rotation act on the spatial channels of ``channels`` (see :func:`shear`)."""
     x = reflect_pad_crop(x, lengths, padding_ratio, generator=generator)
-    x = shear(x, shear_amplitude, generator=generator)
-    x = random_rotate(x, generator=generator)
+    x = shear(x, shear_amplitude, generator=generator, channels=channels)
+    x = random_rotate(x, generator=generator, channels=channels)
     return random_flip(x, flip_p, graph, generator=generator)
 
 
 # ---------------------------------------------------------------------------------------- SLiM
 def slim_rotate(x: torch.Tensor, p: float = 0.5, vert_deg: float = 180.0, tilt_deg: float = 30.0,
-                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                generator: Optional[torch.Generator] = None, channels: Optional[str] = None) -> torch.Tensor:
     """SLiM skeleton-aware rotation (Alg. 2): with probability ``p`` per sample,
     ``α, γ ~ U(−tilt, tilt)`` about X and Z, ``β ~ U(−vert, vert)`` about the vertical Y axis,
-    ``x' = R_z(γ)·R_y(β)·R_x(α)·x`` (right-handed matrices). Preserves bone lengths."""
-    _check_xyz(x)
+    ``x' = R_z(γ)·R_y(β)·R_x(α)·x`` (right-handed matrices). Preserves bone lengths.
+
+    2-D layouts: only the in-plane part, ``(x, y) ← R(γ)·(x, y)`` with ``γ ~ U(−tilt, tilt)`` about
+    the image normal (the yaw β and the tilt α leave the image plane); a score channel is left as
+    it is. Same draws as the 3-D case (``γ`` is its third)."""
+    _check_x(x)
+    d = spatial_dims(x, channels)
     p = _prob(p, "p")
     n = x.shape[0]
     (u,) = _uniforms(generator, x.device, ((n, 4), torch.float32))
     on = (u[:, 3] < p).to(u.dtype)
     a = [torch.deg2rad((u[:, k] * 2 - 1) * lim) * on for k, lim in enumerate((tilt_deg, vert_deg, tilt_deg))]
-    R = _rz(a[2]) @ _ry(a[1]) @ _rx(a[0])
-    return _apply_matrix(x, R)
+    R = _rz(a[2]) @ _ry(a[1]) @ _rx(a[0]) if d == 3 else _rot2d(a[2])
+    return _on_spatial(x, d, lambda s: _apply_matrix(s, R))
+
+
+_NO_PAIRS_WARNED: set = set()
 
 
 def slim_mirror(x: torch.Tensor, p: float = 0.5, graph: Optional[SkeletonGraph] = None,
-                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                generator: Optional[torch.Generator] = None, channels: Optional[str] = None) -> torch.Tensor:
     """SLiM skeleton-aware mirroring (Alg. 3): with probability ``p`` per sample, swap left/right
-    joints (``graph.flip_permutation()``) and negate the x channel. ``p=1`` mirrors every sample;
-    mirroring twice is the identity."""
+    joints (``graph.flip_permutation()``) and negate the x channel (channel 0 in every layout; a
+    score channel is left as it is). ``p=1`` mirrors every sample; mirroring twice is the identity.
+
+    A graph without ``lr_pairs`` disables the mirror (``x`` is returned unchanged, with one
+    warning per graph): negating x without relabelling left and right would give bodies of the
+    opposite chirality, and pairs guessed from the topology alone are ambiguous (arms and legs are
+    equally symmetric subtrees). Give ``lr_pairs`` in the graph file to mirror."""
     _check_x(x)
+    if channels:
+        spatial_dims(x, channels)
     p = _prob(p, "p")
     g = _graph(graph, x.shape[3])
+    if not g.lr_pairs:
+        key = _graph_key(g)
+        if key not in _NO_PAIRS_WARNED:
+            _NO_PAIRS_WARNED.add(key)
+            warnings.warn(f"slim_mirror: graph '{g.name}' has no lr_pairs, mirroring is disabled "
+                          "(add lr_pairs to the graph file to enable it)", stacklevel=2)
+        return x
     perm = _const(g, "flip", x.device)
     mirrored = x.index_select(3, perm)
     mirrored = torch.cat([-mirrored[:, :1], mirrored[:, 1:]], 1)
@@ -373,7 +426,7 @@ def _ancestors(g: SkeletonGraph) -> Tuple[torch.Tensor, int]:
 
 def bone_scale(x: torch.Tensor, low: float = 0.85, high: float = 1.15, p: float = 0.5,
                graph: Optional[SkeletonGraph] = None, generator: Optional[torch.Generator] = None,
-               return_scales: bool = False):
+               return_scales: bool = False, channels: Optional[str] = None):
     """SLiM bone-aware scaling (Alg. 4): bones ``B_j = X_j − X_parent(j)`` (graph parents, root =
     the graph centre); one factor ``s ~ U(low, high)`` per (sample, body, body part) scales the bones
     whose child joint is in that part (joints in no part: 1); joints are rebuilt from the root's
@@ -381,9 +434,13 @@ def bone_scale(x: torch.Tensor, low: float = 0.85, high: float = 1.15, p: float 
     the same as the topological-order loop). Applied with probability ``p`` per sample. Bone
     directions are preserved exactly and lengths scale by ``s ∈ [low, high]``.
 
+    Only the spatial channels are rebuilt (``channels``; a score channel is left as it is); with
+    ``channels=None`` and C other than 2 or 3, every channel is (the layout-free behaviour).
+
     Returns ``x'`` (and the per-joint bone scales ``(N, V, M)`` when ``return_scales``).
     """
     _check_x(x)
+    d = spatial_dims(x, channels) if channels or x.shape[1] in (2, 3) else x.shape[1]
     p = _prob(p, "p")
     if not 0 < low <= high:
         raise ValueError(f"low, high: expected 0 < low <= high, got ({low}, {high})")
@@ -400,9 +457,11 @@ def bone_scale(x: torch.Tensor, low: float = 0.85, high: float = 1.15, p: float 
                           torch.ones(n, m, v, device=x.device))  # (N, M, V)
     A, root = _const(g, "ancestors", x.device, x.dtype), g.center
     par = _const(g, "parents", x.device)
-    bones = xx - xx.index_select(3, par)  # (N, C, T, V, M); root bone = 0
+    sp = xx[:, :d]
+    bones = sp - sp.index_select(3, par)  # (N, d, T, V, M); root bone = 0
     scaled = bones * s_joint.permute(0, 2, 1).to(x.dtype)[:, None, None]
-    out = xx[:, :, :, root:root + 1] + torch.einsum("jk,nctkm->nctjm", A, scaled)
+    out = sp[:, :, :, root:root + 1] + torch.einsum("jk,nctkm->nctjm", A, scaled)
+    out = out if d == c else torch.cat([out, xx[:, d:]], 1)
     out = out if five else out.squeeze(-1)
     s_out = s_joint.permute(0, 2, 1) if five else s_joint.permute(0, 2, 1).squeeze(-1)
     return (out, s_out) if return_scales else out

@@ -33,6 +33,7 @@ def _add_common(p: argparse.ArgumentParser, training: bool = True) -> None:
     p.add_argument("--test-data", default=None, metavar="PATH",
                    help="test-split file where --data holds one split per file (st-gcn .npy); default: "
                         "val_/test_ beside the training file")
+    _add_score(p)
     p.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of model init, data order and subsets (default: 0)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
@@ -49,6 +50,36 @@ def _add_common(p: argparse.ArgumentParser, training: bool = True) -> None:
                                                               "rig with edges, center (default: from the data's V)")
         p.add_argument("--epochs", type=int, help="epochs (default: the config's)")
         p.add_argument("--batch-size", type=int, help="global batch size (default: the config's)")
+
+
+def _add_score(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--score", choices=("channel", "weight", "ignore"), default="channel",
+                   help="2-D keypoints with confidence (channels xy+score): keep the score as channel 2 "
+                        "(default, as PYSKL), 'weight' = zero the coordinates of joints with score <= "
+                        "--score-threshold and drop the channel, 'ignore' = drop it")
+    p.add_argument("--score-threshold", type=float, default=0.0, metavar="S",
+                   help="--score weight: joints with score <= S are zeroed (default: 0, st-gcn's rule)")
+
+
+def _data(args, split: str, graph: Any = None, num_joints: Optional[int] = None):
+    """``--data`` (and ``--test-data``, ``--score``) as a dataset of ``split``; the joint count of
+    ``graph`` / ``--graph`` (or ``num_joints``) reaches readers that need it (a CTR-GCN .npz)."""
+    from .data import load_dataset
+
+    graph = graph if graph is not None else getattr(args, "graph", None)
+    if num_joints is None and graph:
+        from fastskel.graph import SkeletonGraph
+
+        num_joints = SkeletonGraph.get(graph).V
+    test = getattr(args, "test_data", None) if split != "train" else None
+    return load_dataset(args.data, split, test, score=getattr(args, "score", "channel"),
+                        score_threshold=getattr(args, "score_threshold", 0.0), num_joints=num_joints)
+
+
+def _joints_of(method) -> Optional[int]:
+    cfg = getattr(method, "config", None)
+    v = getattr(cfg, "num_joints", None)
+    return int(v) if isinstance(v, int) else None
 
 
 def _overrides(args, method: Optional[str] = None) -> Dict[str, Any]:
@@ -110,6 +141,11 @@ def _data_defaults(cfg_cls, ds, given: Dict[str, Any]) -> Dict[str, Any]:
             out[key] = val
     if "graph" in names and "graph" not in given:
         out["graph"] = _data_graph(cfg_cls, ds, v)
+    declared = getattr(ds, "channels", None)
+    if "channels" in names and declared:
+        if given.get("channels") and given["channels"] != declared:
+            raise CLIError(f"channels: the data declares {declared!r}, but the config sets {given['channels']!r}")
+        out["channels"] = declared
     return out
 
 
@@ -158,6 +194,8 @@ def _build_config(name: str, args, ds, given: Optional[Dict[str, Any]] = None):
         given = {**given, "graph": args.graph}
     _check_keys(name, given)
     auto = _data_defaults(cfg_cls, ds, given) if ds is not None else {}
+    # the data's values first (defaults derived from V, e.g. ASMa's joint_mask_n, follow the data),
+    # then every override at once, so a value checked against V is validated after --set applies
     return apply_overrides(cfg_cls(**auto) if auto else cfg_cls(), given, where=f"{name} config")
 
 
@@ -194,7 +232,6 @@ def _guard(fn):
 
 # ------------------------------------------------------------------------------------- pretrain
 def cmd_pretrain(args) -> int:
-    from .data import load_dataset
     from .distributed import seed_everything
     from .trainer import Trainer
 
@@ -202,7 +239,7 @@ def cmd_pretrain(args) -> int:
     cls, _ = _get_method(name)
     given = _overrides(args, name)
     _check_keys(name, given)
-    ds = load_dataset(args.data, "train")
+    ds = _data(args, "train", given.get("graph"))
     cfg = _build_config(name, args, ds, given)
     out = args.out or str(Path("runs") / name)
     opts = _options(args, out)
@@ -273,7 +310,6 @@ def _refuse_unused_eval_options(args) -> None:
 
 
 def cmd_eval(args) -> int:
-    from .data import load_dataset
     from .distributed import resolve_device
     from .evaluate import (Classifier, FinetuneConfig, extract_features, finetune, knn_scores, linear_probe,
                            save_classifier, semi_subset)
@@ -286,9 +322,11 @@ def cmd_eval(args) -> int:
     args.fraction = args.fraction if args.fraction is not None else 0.1
     args.semi_protocol = args.semi_protocol or "finetune"
     protocol = args.protocol
-    train_ds = load_dataset(args.data, "train")
-    test_ds = load_dataset(args.data, "test", getattr(args, "test_data", None))
-    method, name = _eval_method(args, train_ds)
+    method, name = _eval_method(args, None) if args.checkpoint else (None, None)  # V for the data reader
+    train_ds = _data(args, "train", num_joints=_joints_of(method))
+    test_ds = _data(args, "test", num_joints=_joints_of(method))
+    if method is None:
+        method, name = _eval_method(args, train_ds)
     device = resolve_device(args.device)
     out = Path(args.out) if args.out else (Path(args.checkpoint).parent if args.checkpoint else None)
     k = int(max(int(train_ds.y.max()), int(test_ds.y.max())) + 1)
@@ -369,7 +407,6 @@ def cmd_distill(args) -> int:
     import inspect
 
     from .checkpoint import load_checkpoint
-    from .data import load_dataset
     from .distill import distill
     from .evaluate import load_classifier, load_method
 
@@ -379,8 +416,9 @@ def cmd_distill(args) -> int:
     # a classifier file (e.g. `fastskel eval linear --out`) is a teacher with logits; a pretraining
     # checkpoint gives the bare method (ASMa then fits its linear-probe aligner first)
     teacher = load_classifier(args.teacher)[0] if kind == "classifier" else load_method(args.teacher)[0]
-    train_ds = load_dataset(args.data, "train")
-    test_ds = load_dataset(args.data, "test", getattr(args, "test_data", None))
+    v = _joints_of(teacher) or _joints_of(getattr(teacher, "encoder", None))  # a method or a Classifier
+    train_ds = _data(args, "train", num_joints=v)
+    test_ds = _data(args, "test", num_joints=v)
     out = args.out or str(Path(args.teacher).parent / "distill")
     kw = {"teacher": teacher, "train": train_ds, "test": test_ds, "epochs": args.epochs,
           "batch_size": args.batch_size, "device": args.device, "out": out, "seed": args.seed,
@@ -550,6 +588,10 @@ def register(sub) -> None:
                    help="ASMa pretraining checkpoint (a linear-probe teacher is fitted first) or a classifier "
                         "file from `fastskel eval linear|finetune`")
     p.add_argument("--data", default="synthetic", metavar="SPEC", help="dataset (default: synthetic)")
+    p.add_argument("--test-data", default=None, metavar="PATH",
+                   help="test-split file where --data holds one split per file (st-gcn .npy); default: "
+                        "val_/test_ beside the training file")
+    _add_score(p)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--temperature", type=float, help="distillation temperature (ASMa: 8)")
@@ -570,6 +612,8 @@ def register(sub) -> None:
     p.add_argument("--num-classes", type=int, help="head size when CKPT has no classifier (the head is untrained)")
     p.add_argument("--data", default="synthetic", metavar="SPEC",
                    help="dataset giving the input shape when the checkpoint does not record it")
+    p.add_argument("--test-data", default=None, metavar="PATH",
+                   help="test-split file giving the input shape where --data holds one split per file")
     p.add_argument("--data-shape", metavar="C,T,V,M", help="input shape of one action (overrides the recorded one)")
     p.add_argument("--out", help="output directory (default: <checkpoint dir>/export)")
     p.add_argument("--formats", default="onnx,torchscript", help="comma list of onnx, torchscript")

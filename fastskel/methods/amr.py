@@ -55,6 +55,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from fastskel.data.channels import resolve_channels
 from fastskel.data.transforms import crop_resize
 from fastskel.nn.decoder import CrossAttentionDecoder
 from fastskel.nn.transformer import SeparablePosEmbed, TransformerEncoder, init_vit_weights
@@ -79,6 +80,8 @@ class _MaskedSkeletonConfig:
 
     # input / patches
     in_channels: int = 3
+    # channel layout: "xyz" | "xy" | "xy+score"; "" = from in_channels (3 → xyz, 2 → xy)
+    channels: str = ""
     num_frames: int = 120
     num_joints: int = 25
     graph: str = ""  # recorded only (AMR/MAMP need V alone): a built-in name or a graph mapping
@@ -121,6 +124,7 @@ class _MaskedSkeletonConfig:
                      "decoder_dim", "decoder_depth", "decoder_heads", "crop_min_frames", "epochs", "batch_size"):
             chk.integer(getattr(self, name), name, 1)
         chk.integer(self.warmup_epochs, "warmup_epochs", 0)
+        resolve_channels(self.channels, self.in_channels, where="channels")
         if self.num_frames % self.frames_per_patch:
             raise ValueError(f"frames_per_patch: expected a divisor of num_frames={self.num_frames}, "
                              f"got {self.frames_per_patch}")

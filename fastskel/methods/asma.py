@@ -65,6 +65,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from fastskel.data.channels import resolve_channels
 from fastskel.data.transforms import pstl_augment, resample, to_bone, to_motion
 from fastskel.graph import SkeletonGraph
 from fastskel.nn.losses import BarlowTwinsLoss
@@ -96,6 +97,8 @@ class ASMaConfig:
 
     # input
     in_channels: int = 3
+    # channel layout: "xyz" | "xy" | "xy+score"; "" = from in_channels (3 → xyz, 2 → xy)
+    channels: str = ""
     num_joints: int = 25
     graph: str = "ntu25"
     num_frames: int = 50
@@ -110,8 +113,9 @@ class ASMaConfig:
     projector_dims: Tuple[int, ...] = (6144, 6144, 6144)
     lambd: float = 2e-4
     normalize: str = "batchnorm"
-    # masking (Algorithm 1)
-    joint_mask_n: int = 9
+    # masking (Algorithm 1); joint_mask_n None = round(9·V/25), at least 1 (the paper's 9 of NTU's
+    # 25 joints, scaled to the rig's V)
+    joint_mask_n: Optional[int] = None
     frame_mask_k: int = 10
     # augmentation (PSTL)
     padding_ratio: int = 6
@@ -144,9 +148,13 @@ class ASMaConfig:
         chk.choice(self.normalize, "normalize", ("batchnorm", "cosine"))
         for name in ("in_channels", "num_joints", "num_frames", "hidden_channels", "depth", "out_dim"):
             chk.integer(getattr(self, name), name, 1)
+        resolve_channels(self.channels, self.in_channels, where="channels")
         if not self.projector_dims or min(self.projector_dims) < 1:
             raise ValueError(f"projector_dims: expected a non-empty tuple of ints >= 1, got {self.projector_dims}")
-        chk.integer(self.joint_mask_n, "joint_mask_n", 0, self.num_joints)
+        if self.joint_mask_n is None:
+            self.joint_mask_n = max(1, round(9 * self.num_joints / 25))
+        chk.integer(self.joint_mask_n, "joint_mask_n", 0, self.num_joints,
+                    what=f"(at most num_joints={self.num_joints})")
         chk.integer(self.frame_mask_k, "frame_mask_k", 0, self.num_frames - 1,
                     what=f"(below num_frames={self.num_frames})")
         chk.integer(self.padding_ratio, "padding_ratio", 1)
@@ -178,17 +186,17 @@ def to_stream(x: torch.Tensor, stream: str, graph: Optional[SkeletonGraph] = Non
 
 
 def augment(x: torch.Tensor, graph: SkeletonGraph, padding_ratio: int = 6, shear: float = 0.5,
-            flip_prob: float = 0.5, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+            flip_prob: float = 0.5, generator: Optional[torch.Generator] = None,
+            channels: Optional[str] = None) -> torch.Tensor:
     """PSTL's view augmentation of prepared actions ``(N, C, T, V, M)`` (all T frames valid):
     :func:`fastskel.data.transforms.pstl_augment` — reflect pad-crop (``T // padding_ratio`` frames),
     shear (``U(−shear, shear)``), PSTL's random rotation, left/right flip; drawn per action,
-    bodies share the draw, zero bodies stay zero."""
+    bodies share the draw, zero bodies stay zero. Shear and rotation act on the spatial channels of
+    ``channels`` (``None``: from C): 3-D for xyz, in the image plane for xy / xy+score (the score
+    passes through)."""
     n, t = x.shape[0], x.shape[2]
     full = torch.full((n,), t, dtype=torch.int64, device=x.device)
-    if x.shape[1] == 2:  # 2-D keypoints: augment (x, y, 0), so only the in-plane part reaches x, y
-        x3 = torch.cat([x, torch.zeros_like(x[:, :1])], 1)
-        return pstl_augment(x3, full, shear, padding_ratio, flip_prob, graph, generator=generator)[:, :2]
-    return pstl_augment(x, full, shear, padding_ratio, flip_prob, graph, generator=generator)
+    return pstl_augment(x, full, shear, padding_ratio, flip_prob, graph, generator=generator, channels=channels)
 
 
 def _as_actions(x: torch.Tensor, in_channels: int, num_joints: int) -> torch.Tensor:
@@ -287,7 +295,7 @@ class ASMa(BackendMixin, nn.Module):
         cfg = self.config
         n, m = x.shape[0], x.shape[4]
         views = augment(x.repeat(6, 1, 1, 1, 1), self.graph, cfg.padding_ratio, cfg.shear, cfg.flip_prob,
-                        generator).split(n)
+                        generator, channels=cfg.channels or None).split(n)
         out = {}
         for i, name in enumerate(self.ENCODERS):
             high, largest = self.MASKS[name]

@@ -101,6 +101,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastskel.data.channels import resolve_channels
 from fastskel.data.transforms import bone_scale, hierarchical_views, resample, slim_mirror, slim_rotate
 from fastskel.graph import SkeletonGraph
 from fastskel.nn.dino_head import DINOHead
@@ -156,6 +157,8 @@ class SLiMConfig:
 
     # input / views
     in_channels: int = 3
+    # channel layout: "xyz" | "xy" | "xy+score"; "" = from in_channels (3 → xyz, 2 → xy)
+    channels: str = ""
     num_joints: int = 25
     graph: str = "ntu25"
     frames: int = 64
@@ -259,6 +262,7 @@ class SLiMConfig:
             chk.integer(getattr(self, name), name, 1)
         for name in ("num_registers", "warmup_teacher_temp_epochs", "freeze_last_layer_epochs", "warmup_epochs"):
             chk.integer(getattr(self, name), name, 0)
+        resolve_channels(self.channels, self.in_channels, where="channels")
         self.local_frames = tuple(chk.integer(t, "local_frames", 1) for t in self.local_frames)
         self.local_scales = tuple(_interval(s, "local_scales") for s in self.local_scales)
         if len(self.local_scales) != len(self.local_frames):
@@ -471,7 +475,10 @@ class SLiM(BackendMixin, nn.Module):
         if cfg.center:
             root = self.graph.center if cfg.center_joint is None else cfg.center_joint
             present = x.ne(0).any(1, keepdim=True).any(3, keepdim=True)        # (N, 1, T, 1, M)
-            x = (x - x[:, :, :1, root:root + 1, :1]) * present.to(x.dtype)
+            origin = x[:, :, :1, root:root + 1, :1]
+            if cfg.channels == "xy+score":  # centre (x, y) only; the score is not a coordinate
+                origin = torch.cat([origin[:, :2], torch.zeros_like(origin[:, 2:])], 1)
+            x = (x - origin) * present.to(x.dtype)
         bodies = _bodies(x)
         valid = bodies.flatten(1).ne(0).any(1)
         return bodies, L.repeat_interleave(m), valid
@@ -481,10 +488,12 @@ class SLiM(BackendMixin, nn.Module):
         """Skeleton-aware augmentations (``fastskel.data.transforms``), each with ``aug_prob`` per sample."""
         cfg = self.config
         p = cfg.aug_prob
-        if cfg.in_channels == 3:
-            x = slim_rotate(x, p, cfg.rotate_vertical_deg, cfg.rotate_tilt_deg, generator=generator)
-        x = slim_mirror(x, p, self.graph, generator=generator)
-        return bone_scale(x, cfg.bone_scale_range[0], cfg.bone_scale_range[1], p, self.graph, generator=generator)
+        ch = cfg.channels or None  # None: from C (3 → xyz, 2 → xy); spatial channels only
+        if ch or cfg.in_channels in (2, 3):
+            x = slim_rotate(x, p, cfg.rotate_vertical_deg, cfg.rotate_tilt_deg, generator=generator, channels=ch)
+        x = slim_mirror(x, p, self.graph, generator=generator, channels=ch)
+        return bone_scale(x, cfg.bone_scale_range[0], cfg.bone_scale_range[1], p, self.graph, generator=generator,
+                          channels=ch)
 
     def _views(self, bodies: torch.Tensor, L: torch.Tensor, generator):
         """Augmented global views ``(2B, C, frames, V)`` (G1 rows then G2 rows) and, per local

@@ -32,6 +32,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from fastskel.data.channels import resolve_channels
+
 __all__ = ["Supervised", "SupervisedConfig"]
 
 BACKBONES = ("auto", "stgcn", "tiny")
@@ -57,6 +59,8 @@ class SupervisedConfig:
 
     num_classes: int = 60
     in_channels: int = 3
+    # channel layout: "xyz" | "xy" | "xy+score"; "" = from in_channels (3 → xyz, 2 → xy)
+    channels: str = ""
     num_joints: int = 25
     graph: str = ""  # "" = the built-in graph with num_joints joints; else a name, file or graph mapping
     backbone: str = "auto"
@@ -83,6 +87,7 @@ class SupervisedConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+        resolve_channels(self.channels, self.in_channels, where="channels")
         if self.num_classes < 2:
             raise ValueError(f"num_classes: expected >= 2, got {self.num_classes}")
         if self.kernel % 2 == 0:
@@ -196,7 +201,10 @@ class Supervised(nn.Module):
             raise ValueError("labels: Supervised is trained with labels (the engine passes them since "
                              "Supervised.uses_labels is True), got None")
         if self.training and self.config.jitter > 0:
-            x = x + torch.randn_like(x) * self.config.jitter * (x != 0).to(x.dtype)
+            noise = torch.randn_like(x) * self.config.jitter * (x != 0).to(x.dtype)
+            if self.config.channels == "xy+score":  # jitter the coordinates, not the confidence
+                noise[:, 2:] = 0
+            x = x + noise
         logits = self.classify(x, lengths)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=float(self.config.label_smoothing))
         acc = (logits.detach().argmax(1) == labels).float().mean()
