@@ -101,6 +101,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastskel.data.slim_official import official_augment, official_crop, official_test_crop
 from fastskel.data.transforms import bone_scale, hierarchical_views, resample, slim_mirror, slim_rotate
 from fastskel.graph import SkeletonGraph
 from fastskel.nn.dino_head import DINOHead
@@ -163,6 +164,8 @@ class SLiMConfig:
     local_frames: Tuple[int, ...] = (32, 16, 8)
     local_scales: Tuple[Tuple[float, float], ...] = ((0.35, 0.7), (0.15, 0.4), (0.05, 0.2))
     local_crops: int = 2
+    local_counts: Optional[Tuple[int, ...]] = None
+    views: str = "paper"
     symmetrize: bool = True
     skip_empty_bodies: bool = True
     center: bool = True
@@ -173,6 +176,7 @@ class SLiMConfig:
     rotate_vertical_deg: float = 180.0
     rotate_tilt_deg: float = 30.0
     bone_scale_range: Tuple[float, float] = (0.85, 1.15)
+    augment: str = "paper"
     # semantic tube masking
     mask_ratio: Tuple[float, float] = (0.5, 0.9)
     mask_min_area: float = 8.0
@@ -197,6 +201,7 @@ class SLiMConfig:
     num_prototypes: int = 65536
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256
+    norm_last_layer: bool = True
     # objective
     student_temp: float = 0.1
     teacher_temp: float = 0.07
@@ -216,6 +221,7 @@ class SLiMConfig:
     encode_patch: bool = False
     encode_bodies: str = "mean"
     encode_crop: float = 1.0
+    encode_sampling: str = "linear"
     # which implementation the ops use (None = fastskel's process default)
     backend: Optional[str] = None
     # engine
@@ -231,6 +237,7 @@ class SLiMConfig:
     token_weight_decay: bool = False
     weight_decay_end: Optional[float] = None
     patch_embed_lr_mult: float = 1.0
+    iters_per_epoch: Optional[int] = None
 
     # ``fastskel pretrain slim --preset small``: a CPU demo size (not a paper recipe)
     PRESETS: ClassVar[Dict[str, Dict[str, Any]]] = {
@@ -243,7 +250,12 @@ class SLiMConfig:
                          global_mask_prob=0.5, local_pairs="both", mask_rule="official",
                          mask_ratio=(0.5, 0.9), lr=2e-4 * math.sqrt(768 / 1024), token_weight_decay=True,
                          clip_grad=3.0, freeze_last_layer_epochs=1, batch_size=768, epochs=150,
-                         weight_decay_end=0.2, patch_embed_lr_mult=0.2, encode_bodies="sum", encode_crop=0.95),
+                         weight_decay_end=0.2, patch_embed_lr_mult=0.2, encode_bodies="sum", encode_crop=0.95,
+                         encode_sampling="official", views="official", local_frames=(32, 16, 8),
+                         local_scales=((0.35, 0.7), (0.15, 0.4), (0.05, 0.2)), local_counts=(1, 2, 1),
+                         augment="official", rotate_vertical_deg=math.degrees(0.3),
+                         rotate_tilt_deg=math.degrees(0.3), bone_scale_range=(0.85, 1.15), aug_prob=0.5,
+                         iters_per_epoch=1250, norm_last_layer=False),
     }
 
     @classmethod
@@ -275,6 +287,16 @@ class SLiMConfig:
             raise ValueError(f"bone_scale_range: expected 0 < lo <= hi, got {self.bone_scale_range}")
         self.bone_scale_range = (float(lo), float(hi))
         chk.choice(self.local_pairs, "local_pairs", ("own", "both"))
+        chk.choice(self.views, "views", ("paper", "official"))
+        chk.choice(self.augment, "augment", ("paper", "official"))
+        chk.choice(self.encode_sampling, "encode_sampling", ("linear", "official"))
+        if self.local_counts is not None:
+            self.local_counts = tuple(chk.integer(k, "local_counts", 1) for k in self.local_counts)
+            if len(self.local_counts) != len(self.local_frames):
+                raise ValueError(f"local_counts: expected {len(self.local_frames)} counts like local_frames, "
+                                 f"got {len(self.local_counts)}")
+        if self.iters_per_epoch is not None:
+            chk.integer(self.iters_per_epoch, "iters_per_epoch", 1)
         chk.choice(self.mask_rule, "mask_rule", ("paper", "official"))
         chk.choice(self.encode_bodies, "encode_bodies", ("mean", "sum"))
         if isinstance(self.encode_layers, bool) or not isinstance(self.encode_layers, int) \
@@ -308,6 +330,11 @@ class SLiMConfig:
         if self.dim % self.heads or (self.dim // self.heads) % 2:
             raise ValueError(f"heads: expected a divisor of dim={self.dim} with an even head dim (RoPE), got {self.heads}")
         self.betas = tuple(float(b) for b in self.betas)
+
+    @property
+    def crops_per_scale(self) -> Tuple[int, ...]:
+        """Local crops per global view at each of ``local_frames`` (``local_counts`` or ``local_crops`` each)."""
+        return self.local_counts if self.local_counts is not None else (self.local_crops,) * len(self.local_frames)
 
     @property
     def time_blocks(self) -> int:
@@ -378,7 +405,7 @@ class SLiM(BackendMixin, nn.Module):
                               config.depth, config.heads, config.mlp_dim, config.num_registers, config.qkv_bias,
                               1e-6, config.rope_base, config.backend, ffn=config.ffn, cls_pos=config.cls_pos)
         head = lambda: DINOHead(config.dim, config.num_prototypes, config.head_hidden_dim,  # noqa: E731
-                                config.head_bottleneck_dim, norm_last_layer=True)
+                                config.head_bottleneck_dim, norm_last_layer=config.norm_last_layer)
         self.student = nn.ModuleDict({"encoder": encoder, "cl_head": head(), "mae_head": head()})
         self.teacher = copy.deepcopy(self.student)
         for p in self.teacher.parameters():
@@ -477,10 +504,16 @@ class SLiM(BackendMixin, nn.Module):
         return bodies, L.repeat_interleave(m), valid
 
     # -- views ------------------------------------------------------------------------
-    def _augment(self, x: torch.Tensor, generator) -> torch.Tensor:
-        """Skeleton-aware augmentations (``fastskel.data.transforms``), each with ``aug_prob`` per sample."""
+    def _augment(self, x: torch.Tensor, generator, kind: str = "local") -> torch.Tensor:
+        """Skeleton-aware augmentations, each with ``aug_prob`` per sample: the paper's
+        (``fastskel.data.transforms``) or, ``augment="official"``, the official chain of view
+        ``kind`` ("global1" | "global2" | "local", :func:`fastskel.data.slim_official.official_augment`)."""
         cfg = self.config
         p = cfg.aug_prob
+        if cfg.augment == "official":
+            root = 0 if self.graph.name == "ntu25" else self.graph.center    # the official rebuild keeps joint 0
+            return official_augment(x, kind, self.graph, p, cfg.bone_scale_range, math.radians(cfg.rotate_tilt_deg),
+                                    math.radians(cfg.rotate_vertical_deg), root=root, generator=generator)
         if cfg.in_channels == 3:
             x = slim_rotate(x, p, cfg.rotate_vertical_deg, cfg.rotate_tilt_deg, generator=generator)
         x = slim_mirror(x, p, self.graph, generator=generator)
@@ -496,19 +529,33 @@ class SLiM(BackendMixin, nn.Module):
         """
         cfg = self.config
         b, dev = bodies.shape[0], bodies.device
+        counts = cfg.crops_per_scale
+        n_anchor = 2 if cfg.symmetrize else 1
+        locals_ = []
+        if cfg.views == "official":             # slim/data/augmentations.py: crops of the buffer, sorted random frames
+            glob, ranges = [], []
+            for a in range(2):
+                v, rng = official_crop(bodies, L, cfg.frames, cfg.global_scale, generator=generator)
+                glob.append(self._augment(v, generator, "global1" if a == 0 else "global2"))
+                ranges.append(rng)
+            for t_l, scale, count in zip(cfg.local_frames, cfg.local_scales, counts):
+                crops = [official_crop(bodies, L, t_l, scale, within=ranges[a], generator=generator)[0]
+                         for a in range(n_anchor) for _ in range(count)]
+                anchor_ids = torch.arange(n_anchor, device=dev).repeat_interleave(count * b)
+                locals_.append((self._augment(torch.cat(crops), generator, "local"), anchor_ids))
+            return torch.cat(glob), locals_
         local = tuple(zip(cfg.local_frames, cfg.local_scales))
         glob, per_anchor = [], []
         for a in range(2):
             use_local = a == 0 or cfg.symmetrize
             v = hierarchical_views(bodies, L, cfg.frames, cfg.global_scale, local if use_local else (),
-                                   num_global=1, num_local=cfg.local_crops, generator=generator)
-            glob.append(self._augment(v.globals[0], generator))
+                                   num_global=1, num_local=max(counts), generator=generator)
+            glob.append(self._augment(v.globals[0], generator, f"global{a + 1}"))
             if use_local:
                 per_anchor.append(v.locals)
-        locals_ = []
-        for t_l in cfg.local_frames:
-            views = torch.cat([crop for loc in per_anchor for crop in loc[t_l]])
-            anchor_ids = torch.arange(len(per_anchor), device=dev).repeat_interleave(cfg.local_crops * b)
+        for t_l, count in zip(cfg.local_frames, counts):
+            views = torch.cat([crop for loc in per_anchor for crop in loc[t_l][:count]])
+            anchor_ids = torch.arange(len(per_anchor), device=dev).repeat_interleave(count * b)
             locals_.append((self._augment(views, generator), anchor_ids))
         return torch.cat(glob), locals_
 
@@ -656,7 +703,9 @@ class SLiM(BackendMixin, nn.Module):
         cfg = self.config
         bodies, L, valid = self._actions(x, lengths)
         n = x.shape[0]
-        if cfg.encode_crop < 1.0:                   # centre crop of the valid frames (official test: 95 %)
+        if cfg.encode_sampling == "official":     # DownstreamAugmentation._test_sampling: strided frames
+            views = official_test_crop(bodies, L, cfg.frames, cfg.encode_crop, thres=cfg.frames)
+        elif cfg.encode_crop < 1.0:                 # centre crop of the valid frames (official test: 95 %)
             keep = torch.clamp(torch.round(L.float() * cfg.encode_crop), min=1).long()
             views = resample(bodies, (L - keep) // 2, keep, cfg.frames)
         else:
