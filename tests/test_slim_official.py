@@ -341,8 +341,9 @@ def test_official_optimisation_lr_scale_and_weight_decay_cosine():
 def test_official_encode_sum_bodies_last_blocks_mean_patch_centre_crop():
     from fastskel.data.transforms import resample
 
-    m = SLiM(_tiny_official(depth=2, encode_layers=2, encode_patch=True)).eval()
+    m = SLiM(_tiny_official(depth=2, encode_layers=2, encode_patch=True, encode_sampling="linear")).eval()
     assert SLiMConfig.official().encode_bodies == "sum" and SLiMConfig.official().encode_crop == 0.95
+    assert SLiMConfig.official().encode_sampling == "official" and SLiMConfig().encode_sampling == "linear"
     assert SLiMConfig().encode_bodies == "mean" and m.feature_dim == 16 * 3
     x = torch.randn(2, 3, 40, 25, 2)
     x[1, ..., 1] = 0
@@ -357,6 +358,12 @@ def test_official_encode_sum_bodies_last_blocks_mean_patch_centre_crop():
     per = torch.cat([outs[0][:, 0], outs[1][:, 0], outs[1][:, 3:].mean(1)], -1)
     torch.testing.assert_close(f[0], per.sum(0), atol=1e-5, rtol=1e-5)          # both bodies summed
     torch.testing.assert_close(enc.forward_layers(v, 1)[0], enc(v), atol=1e-6, rtol=0)
+    # official test sampling (DownstreamAugmentation._test_sampling): frames 1 + ⌊i·38/16⌋, no interpolation
+    m.config.encode_sampling = "official"
+    idx = torch.tensor([1 + i * 38 // 16 for i in range(16)])
+    outs = enc.forward_layers(xc.permute(3, 0, 1, 2)[:, :, idx], 2)
+    per = torch.cat([outs[0][:, 0], outs[1][:, 0], outs[1][:, 3:].mean(1)], -1)
+    torch.testing.assert_close(m.encode(x, L)[0], per.sum(0), atol=1e-5, rtol=1e-5)
 
 
 def test_slim_official_eval_protocol(tmp_path, capsys):

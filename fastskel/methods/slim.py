@@ -261,8 +261,12 @@ class SLiMConfig:
     @classmethod
     def official(cls, **overrides: Any) -> "SLiMConfig":
         """The official code's recipe (KAIST-VICLab/SLiM 2b8bb41, ``slim_ntu60_xsub.yaml``) as far as
-        fastskel implements it; see the table in the module docstring for what differs and why."""
-        return cls(**{**cls.PRESETS["official"], **overrides})
+        fastskel implements it; see the table in the module docstring for what differs and why.
+        Overriding ``local_frames`` without ``local_counts`` takes ``local_crops`` crops per length."""
+        preset = dict(cls.PRESETS["official"])
+        if "local_frames" in overrides and "local_counts" not in overrides:
+            preset["local_counts"] = None
+        return cls(**{**preset, **overrides})
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "num_joints", "frames", "local_crops", "frames_per_patch", "dim", "depth",
