@@ -384,3 +384,47 @@ def test_slim_official_eval_protocol(tmp_path, capsys):
     assert main(["eval", "linear", "--checkpoint", str(tmp_path / "hub"), "--data", "synthetic:num_samples=40",
                  "--eval-protocol", "slim_official", "--epochs", "2", "--lr", "0.1", "--out", str(tmp_path / "e")]) == 0
     assert "slim_official linear grid: best blocks=" in capsys.readouterr().out
+
+
+def test_official_probe_grid_matches_torch_sgd_per_classifier():
+    """The jointly trained grid = each classifier alone with nn.Linear + SGD(0.9) + CosineAnnealingLR
+    on the same batches, unstandardised features, N(0, 0.01²) init (slim/eval/linear.py)."""
+    from fastskel.engine.eval_protocols import SLIM_LR_GRID, official_probe_grid
+
+    assert SLIM_LR_GRID == (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(90) % 3
+    x = torch.randn(90, 6, generator=g) + F.one_hot(y, 6).float() * 3 + 5.0        # offset: not standardised
+    xt, yt = x[::2] + 0.3 * torch.randn(45, 6, generator=g), y[::2]
+    cols = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    lrs, iters, bs = [0.02, 0.002], 30, 16
+    got, w, b = official_probe_grid(x, y, xt, yt, cols, lrs, iters, bs, num_classes=3, seed=4, return_params=True)
+    gen = torch.Generator().manual_seed(4)
+    w0 = torch.randn(2, 6, 3, generator=gen) * 0.01 * cols[..., None].float()
+    order, batches = torch.empty(0, dtype=torch.int64), []
+    for _ in range(iters):
+        if order.numel() < bs:
+            order = torch.cat([order, torch.randperm(90, generator=gen)])
+        batches.append(order[:bs])
+        order = order[bs:]
+    for k in range(2):
+        c = cols[k]
+        lin = torch.nn.Linear(int(c.sum()), 3)
+        with torch.no_grad():
+            lin.weight.copy_(w0[k][c].T)
+            lin.bias.zero_()
+        opt = torch.optim.SGD(lin.parameters(), lr=lrs[k], momentum=0.9, weight_decay=0)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters, eta_min=0)
+        for idx in batches:
+            loss = F.cross_entropy(lin(x[idx][:, c]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        ref = (lin(xt[:, c]).argmax(1) == yt).float().mean() * 100
+        assert float(got[k]) == pytest.approx(float(ref)), k
+        torch.testing.assert_close(w[k][c].T, lin.weight.detach(), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(b[k], lin.bias.detach(), atol=1e-5, rtol=1e-4)
+        assert bool((w[k][~c] == 0).all())
+    std = official_probe_grid(x, y, xt, yt, cols, lrs, iters, bs, num_classes=3, seed=4, standardize=True)
+    assert not torch.equal(std, got)                       # fastskel's standardisation is an option, off by default
