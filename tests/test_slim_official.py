@@ -428,3 +428,26 @@ def test_official_probe_grid_matches_torch_sgd_per_classifier():
         assert bool((w[k][~c] == 0).all())
     std = official_probe_grid(x, y, xt, yt, cols, lrs, iters, bs, num_classes=3, seed=4, standardize=True)
     assert not torch.equal(std, got)                       # fastskel's standardisation is an option, off by default
+
+
+def test_official_prototype_gain_is_trained_and_decayed():
+    """DINOv2 dino_head.py (SLiM's slim/layers/__init__.py imports DINOv2's DINOHead; ssl_meta_arch.py
+    builds it without norm_last_layer): weight_g filled with 1, not frozen; param_groups.py gives it
+    weight decay (name not *.bias / norm / gamma) and the last-layer lr schedule (0 for epoch 1)."""
+    from fastskel.engine.schedule import param_groups
+
+    m = SLiM(_tiny_official())
+    assert not SLiMConfig.official().norm_last_layer and SLiMConfig().norm_last_layer
+    g = m.student["cl_head"].last_layer.weight_g
+    assert g.requires_grad and bool((g == 1).all()) and m.student["mae_head"].last_layer.weight_g.requires_grad
+    assert not SLiM(SLiMConfig(dim=16, depth=1, heads=2, mlp_dim=24, num_prototypes=32, head_hidden_dim=16,
+                               head_bottleneck_dim=8)).student["cl_head"].last_layer.weight_g.requires_grad
+    decayed = [p for grp in param_groups(m, 0.04) if grp["weight_decay"] > 0 for p in grp["params"]]
+    assert any(p is g for p in decayed)
+    x = torch.randn(4, 3, 16, 25, 2)
+    for step, frozen in ((0, True), (10, False)):
+        m.step.fill_(step)
+        m.total_steps.fill_(20)
+        m.zero_grad()
+        m(x, generator=torch.Generator().manual_seed(0))["loss"].backward()
+        assert (g.grad is None or not bool(g.grad.any())) == frozen
