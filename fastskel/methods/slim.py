@@ -5,14 +5,16 @@ Pipeline of one pretraining step (``SLiM.forward``), batched on the input's devi
 1. **Bodies.** The action is centred (``center``: minus the root joint of body 0 at frame 0, the
    CTR-GCN/MAMP preprocessing of NTU), then ``(N, C, T, V, M)`` → ``(N·M, C, T, V)``; all-zero
    bodies are dropped (``skip_empty_bodies``). Every body uses the action's valid length ``L``.
-2. **Hierarchical temporal sampling** (App. B, :func:`fastskel.data.transforms.hierarchical_views`).
+2. **Hierarchical temporal sampling** (App. B, :func:`fastskel.data.transforms.hierarchical_views`;
+   ``views="official"``: :func:`fastskel.data.slim_official.official_crop`, see the table).
    Two global intervals of ``U[0.5, 1.0]·L`` frames at a random start, each linearly resampled to
    ``frames`` = 64; from each global interval (G1's, and G2's for the symmetrised objective) two
    crops each of ``U[0.35, 0.7]``, ``U[0.15, 0.4]``, ``U[0.05, 0.2]`` of the interval, resampled to
    32, 16, 8 frames (``F.interpolate(mode="linear", align_corners=False)`` semantics: strided when
    the interval is longer, linear upsampling when shorter).
 3. **Skeleton-aware augmentations** (App. D, ``fastskel.data.transforms``: ``slim_rotate``,
-   ``slim_mirror``, ``bone_scale``), each with p = 0.5, independently per view and sample:
+   ``slim_mirror``, ``bone_scale``; ``augment="official"``:
+   :func:`fastskel.data.slim_official.official_augment`), each with p = 0.5, per view and sample:
    rotation ``R = Rz·Ry·Rx`` (Y ±180°, X/Z ±30°), mirroring (negate x + swap L/R joints),
    bone-aware scaling (one factor U[0.85, 1.15] per body part on the bone vectors, rebuilt from the
    root).
@@ -52,7 +54,8 @@ no host synchronisation: a fixed ``mask_iters`` = 64, then the exact fill); the 
 ``"reference"`` heads are single-process.
 
 Paper, official code (KAIST-VICLab/SLiM 2b8bb41), ``SLiMConfig()`` and ``SLiMConfig.official()``
-(``--preset official``). "=" means the same as the column to its left.
+(``--preset official``). "=" means the same as the column to its left; "(differs)" marks where
+``official()`` does not do what the code does, and the reason is below the table.
 
 ======================  =========================  ===============================  =====================  ====================
 item                    paper (seed 002)           official code                    fastskel default       fastskel official()
@@ -61,33 +64,57 @@ FFN                     silent ("MLP")             SwiGLU 688 (w12 | w3)        
 cls positional slot     silent                     pos_embed[:, 0] on cls           yes (code)             =
 centring                silent                     joint 1 (SpineMid), frame 0      joint 1 (code)         =
 pretraining bodies      silent                     one random valid body per clip   one (code)             =
+clip buffer             silent                     valid frames, ping-pong to 150   frames [0, L)          ping-pong (a)
+global crop             U[0.5, 1]·L                U[0.5, 1]·L, min 16 frames       round(p·L) >= 1        code
+frame sampling          resample to 64/32/16/8     sorted random frames (c < 2T),   linear resampling      code
+                                                   one per segment (c >= 2T);
+                                                   interpolate only to upsample
+local crops / global    2 × (32, 16, 8)            1×32, 2×16, 1×8 (8 in all),      paper                  code
+                                                   min max(8, min(16, T))
+flip / rotation         p 0.5 / yaw ±180°,         p 0.5 / ±0.3 rad on X, Y, Z      paper                  code
+                        tilt ±30°, p 0.5           (one p 0.5)
+bone scaling            5 parts, U[0.85, 1.15]     3 factors (torso/arms/legs),     5 parts, exact         3 factors, exact
+                                                   index-order rebuild (bug)                               (differs, b)
+order                   rotate, mirror, scale      flip → scale → rotate            paper                  code
+noise / axis drop       none                       G1 σ .01; G2 σ .05 p .1 + drop   none                   code
+                                                   p .2; locals σ .01 p .5
 global views masked     all (STM on globals)       50 % of 2B (exact count)         all (paper)            50 % exact count
 local views masked      p = 0.5                    all                              p = 0.5 (paper)        all
 mask A_min / A_max      8 / 0.5·N                  T_b (8/4/2/1) / 100 tokens       paper                  code
 mask ratios             U[0.5, 0.9]                U[0.5, 0.9] stratified over B    independent (paper)    stratified
-mask retries            exact count (Alg. 1)       ≤ 10 tries, may fall short       exact count            exact count (differs)
+mask retries            exact count (Alg. 1)       ≤ 10 tries, may fall short       exact count            exact (differs, c)
 cls loss pairs          local vs its anchor        locals vs both globals (DINO)    own anchor (paper)     both, mean of 18B
 patch loss normaliser   per masked view            ÷ all 2B globals                 ÷ 2B (as the code)     =
+epoch                   silent                     1,250 iterations                 one dataset pass       1,250 (iters_per_epoch)
 lr                      2e-4                       2e-4·sqrt(batch/1024)            2e-4 (paper)           1.73e-4 at 768
 tokens weight decay     silent                     decayed                          exempt (timm)          decayed
-grad clip / freeze      silent                     3.0 / last layer 1 epoch         3.0 / 1 epoch          =
 weight decay            silent                     cosine 0.04 → 0.2                0.04 constant          cosine 0.04 → 0.2
 patch-embed lr          silent                     × 0.2                            × 1                    × 0.2
-NOT YET in fastskel (official() keeps fastskel's choice):
-views per global        2 × (32, 16, 8)            1×32, 2×16, 1×8; random frames   paper                  paper (differs)
-augmentation            yaw ±180°, tilt ±30°, 5    flip → bone scale (3) → rot      paper                  paper (differs)
-                        part factors               ±0.3 rad/axis + noise
-epoch                   silent                     1,250 iterations                 one dataset pass       one pass (differs)
-prototype gain          silent                     trained (DINOv2 head; file not   frozen at 1            frozen (differs)
-                                                   in the stored index, unchecked)
-evaluation              cls, last block            last 1/4 cls ± mean patch, lr    cls mean over bodies   summed, 95 % crop;
-                                                   grid; kNN [cls|patch]; summed                           grid: engine option
+grad clip               silent                     3.0                              3.0                    =
+prototype gain g        silent                     trained, decayed (DINOv2 head)   frozen at 1 (DINO)     trained
+last-layer freeze       silent                     1 epoch, lr 0 (Adam moments      1 epoch, zero grad     = (differs, d)
+                                                   still accumulate)
+test clip               silent                     95 % centre, strided frames      full length, linear    code (encode_sampling)
+linear probe            cls, last block            grid: last 1/4 cls ± mean        cls mean over bodies,  bodies summed; grid:
+                                                   patch × 13 lr, SGD, raw feats,   standardised, 1 lr     eval --eval-protocol
+                                                   online train aug, best on test                          slim_official (e)
 ======================  =========================  ===============================  =====================  ====================
 
-The official bone scaling rebuilds joints in index order, so joints 2, 4, 8 (children of joint 20)
-read an unset parent (with s = 1 it moves 14 joints by up to 0.38 m); fastskel's exact
-parent-order rebuild is kept in both configs. Official weights: :func:`load_slim_checkpoint`
-(hub folder, ``model.safetensors``, ``export_encoder`` ``.pth``), :func:`save_slim_hub`.
+(a) fastskel reads the valid frames as ``[0, L)``; the official buffer drops every all-zero frame,
+also one inside a clip (rare in NTU), before the ping-pong extension.
+(b) The official ``random_scale`` rebuilds joints in index order, so joints 2, 4, 8 (children of
+joint 20) read an unset parent (with s = 1 it moves 14 joints by up to 0.38 m). fastskel's rebuild
+follows the tree (:func:`fastskel.data.slim_official.official_bone_scale`, from joint 0 as the
+official root); the paper config keeps its 5-part exact one (from the graph's root).
+(c) The official generator retries a tube up to 10 times and may mask fewer tokens than the drawn
+ratio; fastskel fills the exact count (Alg. 1), sync-free.
+(d) The engine freezes by a zero gradient (method-side, DDP-safe), the official schedule by lr 0.
+(e) :mod:`fastskel.engine.eval_protocols`: the official grid, lr scaling, SGD schedule and raw
+features; the training features are extracted once from un-augmented clips (the official probe
+augments every iteration), so 52 classifiers train in one pass on a CPU.
+
+Official weights: :func:`load_slim_checkpoint` (hub folder, ``model.safetensors``,
+``export_encoder`` ``.pth``), :func:`save_slim_hub`.
 """
 from __future__ import annotations
 
@@ -142,7 +169,10 @@ class SLiMConfig:
 
     Official-code fields (see the module table; ``SLiMConfig.official()`` sets them): ``ffn``,
     ``cls_pos``, ``center_joint`` (None = the graph's root), ``pretrain_bodies`` ("one" random valid
-    body per clip | "all"), ``global_mask_prob`` (exact fraction of the 2B globals masked),
+    body per clip | "all"), ``views`` / ``augment`` ("paper" | "official"), ``local_counts`` (crops
+    per global view at each local length; None = ``local_crops`` each), ``norm_last_layer``
+    (False: the prototypes' gain is trained), ``iters_per_epoch`` (None = one pass over the data),
+    ``encode_sampling`` ("linear" | "official" strided test frames), ``global_mask_prob`` (exact fraction of the 2B globals masked),
     ``local_pairs`` ("own" anchor | "both" teacher globals), ``mask_rule`` ("paper" | "official"),
     ``mask_iters`` (tube iterations, no host sync), ``token_weight_decay``, ``weight_decay_end``
     (cosine), ``patch_embed_lr_mult``, ``encode_layers`` / ``encode_patch`` / ``encode_bodies`` /
