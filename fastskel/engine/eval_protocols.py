@@ -81,18 +81,21 @@ def official_probe_grid(train_x: torch.Tensor, train_y: torch.Tensor, test_x: to
     lr = torch.as_tensor([float(v) for v in lrs], dtype=torch.float32)
     if lr.shape != (g_,):
         raise ValueError(f"lrs: expected {g_} learning rates (one per classifier), got {lr.shape[0]}")
+    dev = x.device                                  # draws on the CPU (same seed, same run anywhere)
     gen = torch.Generator().manual_seed(seed)
-    w = torch.randn(g_, d, k, generator=gen) * 0.01 * m[..., None]
-    b = torch.zeros(g_, k)
+    m, lr = m.to(dev), lr.to(dev)
+    w = (torch.randn(g_, d, k, generator=gen) * 0.01).to(dev) * m[..., None]
+    b = torch.zeros(g_, k, device=dev)
     bw, bb = torch.zeros_like(w), torch.zeros_like(b)
     n = x.shape[0]
     bs = min(int(batch_size), n)
     order = torch.empty(0, dtype=torch.int64)
-    onehot = torch.nn.functional.one_hot(train_y.long(), k).float()
+    onehot = torch.nn.functional.one_hot(train_y.long().to(dev), k).float()
     for t in range(iters):
         if order.numel() < bs:
             order = torch.cat([order, torch.randperm(n, generator=gen)])
         idx, order = order[:bs], order[bs:]
+        idx = idx.to(dev)
         xb = x[idx]
         logits = torch.einsum("bd,gdk->gbk", xb, w) + b[:, None]
         grad = (torch.softmax(logits, -1) - onehot[idx][None]) / bs               # d mean CE / d logits
@@ -103,7 +106,7 @@ def official_probe_grid(train_x: torch.Tensor, train_y: torch.Tensor, test_x: to
         w -= lr_t[:, None, None] * bw
         b -= lr_t[:, None] * bb
     pred = (torch.einsum("nd,gdk->gnk", xt, w) + b[:, None]).argmax(-1)
-    top1 = (pred == test_y.long()[None]).float().mean(1) * 100.0
+    top1 = ((pred == test_y.long().to(dev)[None]).float().mean(1) * 100.0).cpu()
     return (top1, w, b) if return_params else top1
 
 
@@ -129,8 +132,9 @@ def slim_official_linear(method: nn.Module, train_ds, test_ds, lrs: Sequence[flo
                 names.append(f"blocks={blocks} patch={int(patch)} lr={lr:g}")
                 cols.append(c)
                 lr_list.append(float(lr) * scale)
-    top1 = official_probe_grid(ftr, ytr, fte, yte, torch.stack(cols), lr_list, epochs * epoch_length, batch_size,
-                               standardize=standardize, seed=seed)
+    dev = torch.device(device)
+    top1 = official_probe_grid(ftr.to(dev), ytr, fte.to(dev), yte, torch.stack(cols), lr_list, epochs * epoch_length,
+                               batch_size, standardize=standardize, seed=seed)
     grid = {k: float(v) for k, v in zip(names, top1)}
     best = max(grid, key=grid.get)
     return {"top1": grid[best], "best": best, "grid": grid, "lr_scale": scale}
