@@ -209,3 +209,18 @@ def test_official_noise_and_axis_drop(kind, std, p_noise, p_drop):
     with pytest.raises(ValueError, match="p"):
         gaussian_noise(x, 0.1, 1.5)
     assert torch.equal(axis_drop(x, 0.0), x)
+
+
+def test_official_views_and_augmentations_do_not_sync(monkeypatch):
+    """No .item() / .tolist() / bool() of a tensor on the official view path (after the per-device
+    constants are built): every draw stays on the input's device."""
+    m = SLiM(SLiMConfig.official(dim=16, depth=1, heads=2, mlp_dim=24, num_prototypes=32, head_hidden_dim=16,
+                                 head_bottleneck_dim=8))
+    bodies, L = torch.randn(3, 3, 90, 25), torch.tensor([90, 40, 10])
+    m._views(bodies, L, torch.Generator().manual_seed(0))           # builds the cached graph constants
+    boom = lambda *a, **k: (_ for _ in ()).throw(AssertionError("host sync"))  # noqa: E731
+    for name in ("item", "tolist", "__bool__"):
+        monkeypatch.setattr(torch.Tensor, name, boom)
+    glob, locals_ = m._views(bodies, L, torch.Generator().manual_seed(1))
+    monkeypatch.undo()
+    assert glob.shape == (6, 3, 64, 25) and bool(torch.isfinite(glob).all())
