@@ -341,8 +341,9 @@ def test_official_optimisation_lr_scale_and_weight_decay_cosine():
 def test_official_encode_sum_bodies_last_blocks_mean_patch_centre_crop():
     from fastskel.data.transforms import resample
 
-    m = SLiM(_tiny_official(depth=2, encode_layers=2, encode_patch=True)).eval()
+    m = SLiM(_tiny_official(depth=2, encode_layers=2, encode_patch=True, encode_sampling="linear")).eval()
     assert SLiMConfig.official().encode_bodies == "sum" and SLiMConfig.official().encode_crop == 0.95
+    assert SLiMConfig.official().encode_sampling == "official" and SLiMConfig().encode_sampling == "linear"
     assert SLiMConfig().encode_bodies == "mean" and m.feature_dim == 16 * 3
     x = torch.randn(2, 3, 40, 25, 2)
     x[1, ..., 1] = 0
@@ -357,6 +358,12 @@ def test_official_encode_sum_bodies_last_blocks_mean_patch_centre_crop():
     per = torch.cat([outs[0][:, 0], outs[1][:, 0], outs[1][:, 3:].mean(1)], -1)
     torch.testing.assert_close(f[0], per.sum(0), atol=1e-5, rtol=1e-5)          # both bodies summed
     torch.testing.assert_close(enc.forward_layers(v, 1)[0], enc(v), atol=1e-6, rtol=0)
+    # official test sampling (DownstreamAugmentation._test_sampling): frames 1 + ⌊i·38/16⌋, no interpolation
+    m.config.encode_sampling = "official"
+    idx = torch.tensor([1 + i * 38 // 16 for i in range(16)])
+    outs = enc.forward_layers(xc.permute(3, 0, 1, 2)[:, :, idx], 2)
+    per = torch.cat([outs[0][:, 0], outs[1][:, 0], outs[1][:, 3:].mean(1)], -1)
+    torch.testing.assert_close(m.encode(x, L)[0], per.sum(0), atol=1e-5, rtol=1e-5)
 
 
 def test_slim_official_eval_protocol(tmp_path, capsys):
@@ -377,3 +384,70 @@ def test_slim_official_eval_protocol(tmp_path, capsys):
     assert main(["eval", "linear", "--checkpoint", str(tmp_path / "hub"), "--data", "synthetic:num_samples=40",
                  "--eval-protocol", "slim_official", "--epochs", "2", "--lr", "0.1", "--out", str(tmp_path / "e")]) == 0
     assert "slim_official linear grid: best blocks=" in capsys.readouterr().out
+
+
+def test_official_probe_grid_matches_torch_sgd_per_classifier():
+    """The jointly trained grid = each classifier alone with nn.Linear + SGD(0.9) + CosineAnnealingLR
+    on the same batches, unstandardised features, N(0, 0.01²) init (slim/eval/linear.py)."""
+    from fastskel.engine.eval_protocols import SLIM_LR_GRID, official_probe_grid
+
+    assert SLIM_LR_GRID == (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(90) % 3
+    x = torch.randn(90, 6, generator=g) + F.one_hot(y, 6).float() * 3 + 5.0        # offset: not standardised
+    xt, yt = x[::2] + 0.3 * torch.randn(45, 6, generator=g), y[::2]
+    cols = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    lrs, iters, bs = [0.02, 0.002], 30, 16
+    got, w, b = official_probe_grid(x, y, xt, yt, cols, lrs, iters, bs, num_classes=3, seed=4, return_params=True)
+    gen = torch.Generator().manual_seed(4)
+    w0 = torch.randn(2, 6, 3, generator=gen) * 0.01 * cols[..., None].float()
+    order, batches = torch.empty(0, dtype=torch.int64), []
+    for _ in range(iters):
+        if order.numel() < bs:
+            order = torch.cat([order, torch.randperm(90, generator=gen)])
+        batches.append(order[:bs])
+        order = order[bs:]
+    for k in range(2):
+        c = cols[k]
+        lin = torch.nn.Linear(int(c.sum()), 3)
+        with torch.no_grad():
+            lin.weight.copy_(w0[k][c].T)
+            lin.bias.zero_()
+        opt = torch.optim.SGD(lin.parameters(), lr=lrs[k], momentum=0.9, weight_decay=0)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters, eta_min=0)
+        for idx in batches:
+            loss = F.cross_entropy(lin(x[idx][:, c]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        ref = (lin(xt[:, c]).argmax(1) == yt).float().mean() * 100
+        assert float(got[k]) == pytest.approx(float(ref)), k
+        torch.testing.assert_close(w[k][c].T, lin.weight.detach(), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(b[k], lin.bias.detach(), atol=1e-5, rtol=1e-4)
+        assert bool((w[k][~c] == 0).all())
+    std = official_probe_grid(x, y, xt, yt, cols, lrs, iters, bs, num_classes=3, seed=4, standardize=True)
+    assert not torch.equal(std, got)                       # fastskel's standardisation is an option, off by default
+
+
+def test_official_prototype_gain_is_trained_and_decayed():
+    """DINOv2 dino_head.py (SLiM's slim/layers/__init__.py imports DINOv2's DINOHead; ssl_meta_arch.py
+    builds it without norm_last_layer): weight_g filled with 1, not frozen; param_groups.py gives it
+    weight decay (name not *.bias / norm / gamma) and the last-layer lr schedule (0 for epoch 1)."""
+    from fastskel.engine.schedule import param_groups
+
+    m = SLiM(_tiny_official())
+    assert not SLiMConfig.official().norm_last_layer and SLiMConfig().norm_last_layer
+    g = m.student["cl_head"].last_layer.weight_g
+    assert g.requires_grad and bool((g == 1).all()) and m.student["mae_head"].last_layer.weight_g.requires_grad
+    assert not SLiM(SLiMConfig(dim=16, depth=1, heads=2, mlp_dim=24, num_prototypes=32, head_hidden_dim=16,
+                               head_bottleneck_dim=8)).student["cl_head"].last_layer.weight_g.requires_grad
+    decayed = [p for grp in param_groups(m, 0.04) if grp["weight_decay"] > 0 for p in grp["params"]]
+    assert any(p is g for p in decayed)
+    x = torch.randn(4, 3, 16, 25, 2)
+    for step, frozen in ((0, True), (10, False)):
+        m.step.fill_(step)
+        m.total_steps.fill_(20)
+        m.zero_grad()
+        m(x, generator=torch.Generator().manual_seed(0))["loss"].backward()
+        assert (g.grad is None or not bool(g.grad.any())) == frozen

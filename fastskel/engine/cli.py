@@ -348,8 +348,9 @@ def cmd_eval(args) -> int:
         if mode == "knn":
             acc = slim_official_knn(method, train_ds, test_ds, k=args.k, device=device)
         else:
-            res = slim_official_linear(method, train_ds, test_ds, epochs=args.epochs or 100, seed=args.seed,
-                                       device=device, **({"lrs": (args.lr,)} if args.lr else {}))
+            res = slim_official_linear(method, train_ds, test_ds, epochs=args.epochs or 10, seed=args.seed,
+                                       device=device, batch_size=args.batch_size or 64,
+                                       **({"lrs": (args.lr,)} if args.lr else {}))
             acc = res["top1"]
             info.update(best=res["best"], grid=res["grid"])
             print(f"[fastskel] slim_official linear grid: best {res['best']}", flush=True)

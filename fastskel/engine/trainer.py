@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import os
 import signal
@@ -44,6 +45,7 @@ from .checkpoint import (CheckpointError, find_generators, find_resume, load_che
                          save_checkpoint, set_rng_state)
 from .config import config_to_dict
 from .logging import Progress, RunLogger
+from .batches import batch_stream
 from .schedule import WarmupCosine, build_optimizer
 
 __all__ = ["TrainOptions", "TrainResult", "Trainer", "autocast_context", "unwrap"]
@@ -73,6 +75,9 @@ class TrainOptions:
         drop_last: drop the incomplete last batch of each epoch (default: yes, as SSL recipes do).
         find_unused_parameters: passed to DDP (methods with branches unused in pretraining).
         handle_signals: install the SIGTERM/SIGINT handlers while training (main thread only).
+        iters_per_epoch: iterations per epoch of the schedule (``None``: the method config's
+            ``iters_per_epoch`` if it has one, else one pass over the data); the loader cycles
+            through reshuffled passes (:func:`~fastskel.engine.batches.batch_stream`).
     """
 
     out: Optional[str] = None
@@ -90,6 +95,7 @@ class TrainOptions:
     drop_last: bool = True
     find_unused_parameters: bool = False
     handle_signals: bool = True
+    iters_per_epoch: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.amp not in AMP:
@@ -102,6 +108,9 @@ class TrainOptions:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+        if self.iters_per_epoch is not None and (isinstance(self.iters_per_epoch, bool)
+                                                 or not isinstance(self.iters_per_epoch, int) or self.iters_per_epoch < 1):
+            raise ValueError(f"iters_per_epoch: expected an int >= 1 or None, got {self.iters_per_epoch!r}")
         if self.clip_grad is not None and not (float(self.clip_grad) > 0):
             raise ValueError(f"clip_grad: expected a positive max norm or None, got {self.clip_grad!r}")
 
@@ -240,6 +249,7 @@ class Trainer:
             "iteration": int(iteration),
             "total_iterations": int(total),
             "iterations_per_epoch": int(ipe),
+            "loader_batches": int(getattr(self, "_passes", ipe)),
             "world_size": int(self.dist.world_size),
             "rng": rng,
             "data": {"seed": int(self.options.seed), "num_samples": len(self.dataset),
@@ -273,9 +283,11 @@ class Trainer:
         model.train()
         per_rank = self._per_rank_batch()
         loader = self._make_loader(per_rank)
-        ipe = len(loader)
-        if ipe == 0:
+        self._passes = len(loader)
+        if self._passes == 0:
             raise ValueError(f"batch_size: no full batch of {per_rank} per rank in {len(self.dataset)} samples")
+        ipe = opt.iters_per_epoch if opt.iters_per_epoch is not None else getattr(cfg, "iters_per_epoch", None)
+        ipe = int(ipe) if ipe else self._passes
         epochs = int(cfg.epochs)
         total = epochs * ipe
         warmup = min(int(cfg.warmup_epochs) * ipe, max(total - 1, 0))
@@ -338,24 +350,16 @@ class Trainer:
         def state_fn(epoch_, step_):
             return lambda: self._state(model, optimizer, scheduler, scaler, epoch_, step_, total, ipe)
 
+        def restore_rng():  # where the saved state was taken (before or after the pass's iter())
+            if pending_rng is not None:
+                set_rng_state(pending_rng, gens)
+
         try:
             with _SignalCatcher(opt.handle_signals) as sig:
-                from fastskel.data import set_loader_epoch
-
+                stream = batch_stream(loader, start, restore_rng)
                 for epoch in range(start // ipe, epochs):
-                    skip = step - epoch * ipe
-                    if pending_rng is not None and skip == 0:
-                        set_rng_state(pending_rng, gens)
-                        pending_rng = None
-                    set_loader_epoch(loader, epoch)
-                    it = iter(loader)
-                    for _ in range(skip):
-                        next(it)
-                    if pending_rng is not None:  # mid-epoch: the saved state followed this epoch's iter()
-                        set_rng_state(pending_rng, gens)
-                        pending_rng = None
                     ep_loss, ep_n = torch.zeros((), device=dev), 0
-                    for x, lengths, y in it:
+                    for x, lengths, y in itertools.islice(stream, (epoch + 1) * ipe - step):
                         x = x.to(dev, non_blocking=True)
                         lengths = lengths.to(dev, non_blocking=True)
                         lr = scheduler.step()
@@ -463,6 +467,9 @@ class Trainer:
             raise CheckpointError(f"checkpoint {path} was made with a different config "
                                   f"(field: (checkpoint, now)) {diff}; resume with the same --preset/--config/--set/"
                                   f"--batch-size (only --epochs may change, to extend the run), or start a new --out.")
+        if int(st.get("loader_batches", getattr(self, "_passes", 0))) != getattr(self, "_passes", 0):
+            raise CheckpointError(f"checkpoint {path} had {st.get('loader_batches')} batches per data pass, this run "
+                                  f"{getattr(self, '_passes', 0)} (different data or batch size)")
         if int(st.get("iterations_per_epoch", ipe)) != ipe:
             raise CheckpointError(f"checkpoint {path} has {st.get('iterations_per_epoch')} iterations/epoch "
                                   f"and {st.get('total_iterations')} in all, this run {ipe} and {total} "

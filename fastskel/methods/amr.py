@@ -64,6 +64,7 @@ from fastskel.ops import focal_reconstruction_loss, motion_energy_weights, patch
 from fastskel.ops.reference import gumbel_from_uniform
 
 from ._backend import BackendMixin
+from ._state_load import require_all, take_matching
 
 __all__ = [
     "AMR", "AMRConfig", "MAMP", "MAMPConfig", "MAMPLoadResult", "PatchEncoder", "keep_count",
@@ -562,21 +563,11 @@ def load_mamp_checkpoint(model: nn.Module, checkpoint: Union[str, os.PathLike, M
         checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
     mapped, ignored = mamp_state_dict_to_fastskel(checkpoint)
     own = model.state_dict()
-    use: Dict[str, torch.Tensor] = {}
-    for k, v in mapped.items():
-        target_ok = k in own and (k.startswith("encoder.") or isinstance(model, MAMP))
-        if not target_ok:
-            ignored.append(k)
-            continue
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(f"checkpoint[{k!r}]: expected shape {tuple(own[k].shape)} for this model's config, "
-                             f"got {tuple(v.shape)}")
-        use[k] = v
+    target_ok = lambda k: k in own and (k.startswith("encoder.") or isinstance(model, MAMP))  # noqa: E731
+    use, rejected = take_matching(mapped, own, target_ok)
+    ignored.extend(rejected)
     missing = [k for k in own if k not in use]
     if strict:
-        enc_missing = [k for k in missing if k.startswith("encoder.")]
-        if enc_missing:
-            raise ValueError(f"checkpoint: expected every encoder parameter, missing {enc_missing[:6]}"
-                             f"{' …' if len(enc_missing) > 6 else ''}")
+        require_all([k for k in missing if k.startswith("encoder.")])
     model.load_state_dict(use, strict=False)
     return MAMPLoadResult(sorted(use), missing, ignored)

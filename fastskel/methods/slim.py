@@ -5,14 +5,16 @@ Pipeline of one pretraining step (``SLiM.forward``), batched on the input's devi
 1. **Bodies.** The action is centred (``center``: minus the root joint of body 0 at frame 0, the
    CTR-GCN/MAMP preprocessing of NTU), then ``(N, C, T, V, M)`` → ``(N·M, C, T, V)``; all-zero
    bodies are dropped (``skip_empty_bodies``). Every body uses the action's valid length ``L``.
-2. **Hierarchical temporal sampling** (App. B, :func:`fastskel.data.transforms.hierarchical_views`).
+2. **Hierarchical temporal sampling** (App. B, :func:`fastskel.data.transforms.hierarchical_views`;
+   ``views="official"``: :func:`fastskel.data.slim_official.official_crop`, see the table).
    Two global intervals of ``U[0.5, 1.0]·L`` frames at a random start, each linearly resampled to
    ``frames`` = 64; from each global interval (G1's, and G2's for the symmetrised objective) two
    crops each of ``U[0.35, 0.7]``, ``U[0.15, 0.4]``, ``U[0.05, 0.2]`` of the interval, resampled to
    32, 16, 8 frames (``F.interpolate(mode="linear", align_corners=False)`` semantics: strided when
    the interval is longer, linear upsampling when shorter).
 3. **Skeleton-aware augmentations** (App. D, ``fastskel.data.transforms``: ``slim_rotate``,
-   ``slim_mirror``, ``bone_scale``), each with p = 0.5, independently per view and sample:
+   ``slim_mirror``, ``bone_scale``; ``augment="official"``:
+   :func:`fastskel.data.slim_official.official_augment`), each with p = 0.5, per view and sample:
    rotation ``R = Rz·Ry·Rx`` (Y ±180°, X/Z ±30°), mirroring (negate x + swap L/R joints),
    bone-aware scaling (one factor U[0.85, 1.15] per body part on the bone vectors, rebuilt from the
    root).
@@ -52,7 +54,8 @@ no host synchronisation: a fixed ``mask_iters`` = 64, then the exact fill); the 
 ``"reference"`` heads are single-process.
 
 Paper, official code (KAIST-VICLab/SLiM 2b8bb41), ``SLiMConfig()`` and ``SLiMConfig.official()``
-(``--preset official``). "=" means the same as the column to its left.
+(``--preset official``). "=" means the same as the column to its left; "(differs)" marks where
+``official()`` does not do what the code does, and the reason is below the table.
 
 ======================  =========================  ===============================  =====================  ====================
 item                    paper (seed 002)           official code                    fastskel default       fastskel official()
@@ -61,33 +64,57 @@ FFN                     silent ("MLP")             SwiGLU 688 (w12 | w3)        
 cls positional slot     silent                     pos_embed[:, 0] on cls           yes (code)             =
 centring                silent                     joint 1 (SpineMid), frame 0      joint 1 (code)         =
 pretraining bodies      silent                     one random valid body per clip   one (code)             =
+clip buffer             silent                     valid frames, ping-pong to 150   frames [0, L)          ping-pong (a)
+global crop             U[0.5, 1]·L                U[0.5, 1]·L, min 16 frames       round(p·L) >= 1        code
+frame sampling          resample to 64/32/16/8     sorted random frames (c < 2T),   linear resampling      code
+                                                   one per segment (c >= 2T);
+                                                   interpolate only to upsample
+local crops / global    2 × (32, 16, 8)            1×32, 2×16, 1×8 (8 in all),      paper                  code
+                                                   min max(8, min(16, T))
+flip / rotation         p 0.5 / yaw ±180°,         p 0.5 / ±0.3 rad on X, Y, Z      paper                  code
+                        tilt ±30°, p 0.5           (one p 0.5)
+bone scaling            5 parts, U[0.85, 1.15]     3 factors (torso/arms/legs),     5 parts, exact         3 factors, exact
+                                                   index-order rebuild (bug)                               (differs, b)
+order                   rotate, mirror, scale      flip → scale → rotate            paper                  code
+noise / axis drop       none                       G1 σ .01; G2 σ .05 p .1 + drop   none                   code
+                                                   p .2; locals σ .01 p .5
 global views masked     all (STM on globals)       50 % of 2B (exact count)         all (paper)            50 % exact count
 local views masked      p = 0.5                    all                              p = 0.5 (paper)        all
 mask A_min / A_max      8 / 0.5·N                  T_b (8/4/2/1) / 100 tokens       paper                  code
 mask ratios             U[0.5, 0.9]                U[0.5, 0.9] stratified over B    independent (paper)    stratified
-mask retries            exact count (Alg. 1)       ≤ 10 tries, may fall short       exact count            exact count (differs)
+mask retries            exact count (Alg. 1)       ≤ 10 tries, may fall short       exact count            exact (differs, c)
 cls loss pairs          local vs its anchor        locals vs both globals (DINO)    own anchor (paper)     both, mean of 18B
 patch loss normaliser   per masked view            ÷ all 2B globals                 ÷ 2B (as the code)     =
+epoch                   silent                     1,250 iterations                 one dataset pass       1,250 (iters_per_epoch)
 lr                      2e-4                       2e-4·sqrt(batch/1024)            2e-4 (paper)           1.73e-4 at 768
 tokens weight decay     silent                     decayed                          exempt (timm)          decayed
-grad clip / freeze      silent                     3.0 / last layer 1 epoch         3.0 / 1 epoch          =
 weight decay            silent                     cosine 0.04 → 0.2                0.04 constant          cosine 0.04 → 0.2
 patch-embed lr          silent                     × 0.2                            × 1                    × 0.2
-NOT YET in fastskel (official() keeps fastskel's choice):
-views per global        2 × (32, 16, 8)            1×32, 2×16, 1×8; random frames   paper                  paper (differs)
-augmentation            yaw ±180°, tilt ±30°, 5    flip → bone scale (3) → rot      paper                  paper (differs)
-                        part factors               ±0.3 rad/axis + noise
-epoch                   silent                     1,250 iterations                 one dataset pass       one pass (differs)
-prototype gain          silent                     trained (DINOv2 head; file not   frozen at 1            frozen (differs)
-                                                   in the stored index, unchecked)
-evaluation              cls, last block            last 1/4 cls ± mean patch, lr    cls mean over bodies   summed, 95 % crop;
-                                                   grid; kNN [cls|patch]; summed                           grid: engine option
+grad clip               silent                     3.0                              3.0                    =
+prototype gain g        silent                     trained, decayed (DINOv2 head)   frozen at 1 (DINO)     trained
+last-layer freeze       silent                     1 epoch, lr 0 (Adam moments      1 epoch, zero grad     = (differs, d)
+                                                   still accumulate)
+test clip               silent                     95 % centre, strided frames      full length, linear    code (encode_sampling)
+linear probe            cls, last block            grid: last 1/4 cls ± mean        cls mean over bodies,  bodies summed; grid:
+                                                   patch × 13 lr, SGD, raw feats,   standardised, 1 lr     eval --eval-protocol
+                                                   online train aug, best on test                          slim_official (e)
 ======================  =========================  ===============================  =====================  ====================
 
-The official bone scaling rebuilds joints in index order, so joints 2, 4, 8 (children of joint 20)
-read an unset parent (with s = 1 it moves 14 joints by up to 0.38 m); fastskel's exact
-parent-order rebuild is kept in both configs. Official weights: :func:`load_slim_checkpoint`
-(hub folder, ``model.safetensors``, ``export_encoder`` ``.pth``), :func:`save_slim_hub`.
+(a) fastskel reads the valid frames as ``[0, L)``; the official buffer drops every all-zero frame,
+also one inside a clip (rare in NTU), before the ping-pong extension.
+(b) The official ``random_scale`` rebuilds joints in index order, so joints 2, 4, 8 (children of
+joint 20) read an unset parent (with s = 1 it moves 14 joints by up to 0.38 m). fastskel's rebuild
+follows the tree (:func:`fastskel.data.slim_official.official_bone_scale`, from joint 0 as the
+official root); the paper config keeps its 5-part exact one (from the graph's root).
+(c) The official generator retries a tube up to 10 times and may mask fewer tokens than the drawn
+ratio; fastskel fills the exact count (Alg. 1), sync-free.
+(d) The engine freezes by a zero gradient (method-side, DDP-safe), the official schedule by lr 0.
+(e) :mod:`fastskel.engine.eval_protocols`: the official grid, lr scaling, SGD schedule and raw
+features; the training features are extracted once from un-augmented clips (the official probe
+augments every iteration), so 52 classifiers train in one pass on a CPU.
+
+Official weights: :func:`load_slim_checkpoint` (hub folder, ``model.safetensors``,
+``export_encoder`` ``.pth``), :func:`save_slim_hub`.
 """
 from __future__ import annotations
 
@@ -102,6 +129,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastskel.data.channels import resolve_channels
+from fastskel.data.slim_official import official_augment, official_crop, official_test_crop
 from fastskel.data.transforms import bone_scale, hierarchical_views, resample, slim_mirror, slim_rotate
 from fastskel.graph import SkeletonGraph
 from fastskel.nn.dino_head import DINOHead
@@ -142,7 +170,10 @@ class SLiMConfig:
 
     Official-code fields (see the module table; ``SLiMConfig.official()`` sets them): ``ffn``,
     ``cls_pos``, ``center_joint`` (None = the graph's root), ``pretrain_bodies`` ("one" random valid
-    body per clip | "all"), ``global_mask_prob`` (exact fraction of the 2B globals masked),
+    body per clip | "all"), ``views`` / ``augment`` ("paper" | "official"), ``local_counts`` (crops
+    per global view at each local length; None = ``local_crops`` each), ``norm_last_layer``
+    (False: the prototypes' gain is trained), ``iters_per_epoch`` (None = one pass over the data),
+    ``encode_sampling`` ("linear" | "official" strided test frames), ``global_mask_prob`` (exact fraction of the 2B globals masked),
     ``local_pairs`` ("own" anchor | "both" teacher globals), ``mask_rule`` ("paper" | "official"),
     ``mask_iters`` (tube iterations, no host sync), ``token_weight_decay``, ``weight_decay_end``
     (cosine), ``patch_embed_lr_mult``, ``encode_layers`` / ``encode_patch`` / ``encode_bodies`` /
@@ -166,6 +197,8 @@ class SLiMConfig:
     local_frames: Tuple[int, ...] = (32, 16, 8)
     local_scales: Tuple[Tuple[float, float], ...] = ((0.35, 0.7), (0.15, 0.4), (0.05, 0.2))
     local_crops: int = 2
+    local_counts: Optional[Tuple[int, ...]] = None
+    views: str = "paper"
     symmetrize: bool = True
     skip_empty_bodies: bool = True
     center: bool = True
@@ -176,6 +209,7 @@ class SLiMConfig:
     rotate_vertical_deg: float = 180.0
     rotate_tilt_deg: float = 30.0
     bone_scale_range: Tuple[float, float] = (0.85, 1.15)
+    augment: str = "paper"
     # semantic tube masking
     mask_ratio: Tuple[float, float] = (0.5, 0.9)
     mask_min_area: float = 8.0
@@ -200,6 +234,7 @@ class SLiMConfig:
     num_prototypes: int = 65536
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256
+    norm_last_layer: bool = True
     # objective
     student_temp: float = 0.1
     teacher_temp: float = 0.07
@@ -219,6 +254,7 @@ class SLiMConfig:
     encode_patch: bool = False
     encode_bodies: str = "mean"
     encode_crop: float = 1.0
+    encode_sampling: str = "linear"
     # which implementation the ops use (None = fastskel's process default)
     backend: Optional[str] = None
     # engine
@@ -234,6 +270,7 @@ class SLiMConfig:
     token_weight_decay: bool = False
     weight_decay_end: Optional[float] = None
     patch_embed_lr_mult: float = 1.0
+    iters_per_epoch: Optional[int] = None
 
     # ``fastskel pretrain slim --preset small``: a CPU demo size (not a paper recipe)
     PRESETS: ClassVar[Dict[str, Dict[str, Any]]] = {
@@ -246,14 +283,23 @@ class SLiMConfig:
                          global_mask_prob=0.5, local_pairs="both", mask_rule="official",
                          mask_ratio=(0.5, 0.9), lr=2e-4 * math.sqrt(768 / 1024), token_weight_decay=True,
                          clip_grad=3.0, freeze_last_layer_epochs=1, batch_size=768, epochs=150,
-                         weight_decay_end=0.2, patch_embed_lr_mult=0.2, encode_bodies="sum", encode_crop=0.95),
+                         weight_decay_end=0.2, patch_embed_lr_mult=0.2, encode_bodies="sum", encode_crop=0.95,
+                         encode_sampling="official", views="official", local_frames=(32, 16, 8),
+                         local_scales=((0.35, 0.7), (0.15, 0.4), (0.05, 0.2)), local_counts=(1, 2, 1),
+                         augment="official", rotate_vertical_deg=math.degrees(0.3),
+                         rotate_tilt_deg=math.degrees(0.3), bone_scale_range=(0.85, 1.15), aug_prob=0.5,
+                         iters_per_epoch=1250, norm_last_layer=False),
     }
 
     @classmethod
     def official(cls, **overrides: Any) -> "SLiMConfig":
         """The official code's recipe (KAIST-VICLab/SLiM 2b8bb41, ``slim_ntu60_xsub.yaml``) as far as
-        fastskel implements it; see the table in the module docstring for what differs and why."""
-        return cls(**{**cls.PRESETS["official"], **overrides})
+        fastskel implements it; see the table in the module docstring for what differs and why.
+        Overriding ``local_frames`` without ``local_counts`` takes ``local_crops`` crops per length."""
+        preset = dict(cls.PRESETS["official"])
+        if "local_frames" in overrides and "local_counts" not in overrides:
+            preset["local_counts"] = None
+        return cls(**{**preset, **overrides})
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "num_joints", "frames", "local_crops", "frames_per_patch", "dim", "depth",
@@ -279,6 +325,16 @@ class SLiMConfig:
             raise ValueError(f"bone_scale_range: expected 0 < lo <= hi, got {self.bone_scale_range}")
         self.bone_scale_range = (float(lo), float(hi))
         chk.choice(self.local_pairs, "local_pairs", ("own", "both"))
+        chk.choice(self.views, "views", ("paper", "official"))
+        chk.choice(self.augment, "augment", ("paper", "official"))
+        chk.choice(self.encode_sampling, "encode_sampling", ("linear", "official"))
+        if self.local_counts is not None:
+            self.local_counts = tuple(chk.integer(k, "local_counts", 1) for k in self.local_counts)
+            if len(self.local_counts) != len(self.local_frames):
+                raise ValueError(f"local_counts: expected {len(self.local_frames)} counts like local_frames, "
+                                 f"got {len(self.local_counts)}")
+        if self.iters_per_epoch is not None:
+            chk.integer(self.iters_per_epoch, "iters_per_epoch", 1)
         chk.choice(self.mask_rule, "mask_rule", ("paper", "official"))
         chk.choice(self.encode_bodies, "encode_bodies", ("mean", "sum"))
         if isinstance(self.encode_layers, bool) or not isinstance(self.encode_layers, int) \
@@ -312,6 +368,11 @@ class SLiMConfig:
         if self.dim % self.heads or (self.dim // self.heads) % 2:
             raise ValueError(f"heads: expected a divisor of dim={self.dim} with an even head dim (RoPE), got {self.heads}")
         self.betas = tuple(float(b) for b in self.betas)
+
+    @property
+    def crops_per_scale(self) -> Tuple[int, ...]:
+        """Local crops per global view at each of ``local_frames`` (``local_counts`` or ``local_crops`` each)."""
+        return self.local_counts if self.local_counts is not None else (self.local_crops,) * len(self.local_frames)
 
     @property
     def time_blocks(self) -> int:
@@ -382,7 +443,7 @@ class SLiM(BackendMixin, nn.Module):
                               config.depth, config.heads, config.mlp_dim, config.num_registers, config.qkv_bias,
                               1e-6, config.rope_base, config.backend, ffn=config.ffn, cls_pos=config.cls_pos)
         head = lambda: DINOHead(config.dim, config.num_prototypes, config.head_hidden_dim,  # noqa: E731
-                                config.head_bottleneck_dim, norm_last_layer=True)
+                                config.head_bottleneck_dim, norm_last_layer=config.norm_last_layer)
         self.student = nn.ModuleDict({"encoder": encoder, "cl_head": head(), "mae_head": head()})
         self.teacher = copy.deepcopy(self.student)
         for p in self.teacher.parameters():
@@ -484,11 +545,20 @@ class SLiM(BackendMixin, nn.Module):
         return bodies, L.repeat_interleave(m), valid
 
     # -- views ------------------------------------------------------------------------
-    def _augment(self, x: torch.Tensor, generator) -> torch.Tensor:
-        """Skeleton-aware augmentations (``fastskel.data.transforms``), each with ``aug_prob`` per sample."""
+    def _augment(self, x: torch.Tensor, generator, kind: str = "local") -> torch.Tensor:
+        """Skeleton-aware augmentations, each with ``aug_prob`` per sample: the paper's
+        (``fastskel.data.transforms``) or, ``augment="official"``, the official chain of view
+        ``kind`` ("global1" | "global2" | "local", :func:`fastskel.data.slim_official.official_augment`)."""
         cfg = self.config
         p = cfg.aug_prob
         ch = cfg.channels or None  # None: from C (3 → xyz, 2 → xy); spatial channels only
+        if cfg.augment == "official":
+            if resolve_channels(ch, x.shape[1]) != "xyz":
+                raise ValueError(f"augment='official' is the official 3-D (xyz) chain; got channels "
+                                 f"{resolve_channels(ch, x.shape[1])!r}: use augment='paper' for 2-D keypoints")
+            root = 0 if self.graph.name == "ntu25" else self.graph.center    # the official rebuild keeps joint 0
+            return official_augment(x, kind, self.graph, p, cfg.bone_scale_range, math.radians(cfg.rotate_tilt_deg),
+                                    math.radians(cfg.rotate_vertical_deg), root=root, generator=generator)
         if ch or cfg.in_channels in (2, 3):
             x = slim_rotate(x, p, cfg.rotate_vertical_deg, cfg.rotate_tilt_deg, generator=generator, channels=ch)
         x = slim_mirror(x, p, self.graph, generator=generator, channels=ch)
@@ -505,19 +575,33 @@ class SLiM(BackendMixin, nn.Module):
         """
         cfg = self.config
         b, dev = bodies.shape[0], bodies.device
+        counts = cfg.crops_per_scale
+        n_anchor = 2 if cfg.symmetrize else 1
+        locals_ = []
+        if cfg.views == "official":             # slim/data/augmentations.py: crops of the buffer, sorted random frames
+            glob, ranges = [], []
+            for a in range(2):
+                v, rng = official_crop(bodies, L, cfg.frames, cfg.global_scale, generator=generator)
+                glob.append(self._augment(v, generator, "global1" if a == 0 else "global2"))
+                ranges.append(rng)
+            for t_l, scale, count in zip(cfg.local_frames, cfg.local_scales, counts):
+                crops = [official_crop(bodies, L, t_l, scale, within=ranges[a], generator=generator)[0]
+                         for a in range(n_anchor) for _ in range(count)]
+                anchor_ids = torch.arange(n_anchor, device=dev).repeat_interleave(count * b)
+                locals_.append((self._augment(torch.cat(crops), generator, "local"), anchor_ids))
+            return torch.cat(glob), locals_
         local = tuple(zip(cfg.local_frames, cfg.local_scales))
         glob, per_anchor = [], []
         for a in range(2):
             use_local = a == 0 or cfg.symmetrize
             v = hierarchical_views(bodies, L, cfg.frames, cfg.global_scale, local if use_local else (),
-                                   num_global=1, num_local=cfg.local_crops, generator=generator)
-            glob.append(self._augment(v.globals[0], generator))
+                                   num_global=1, num_local=max(counts), generator=generator)
+            glob.append(self._augment(v.globals[0], generator, f"global{a + 1}"))
             if use_local:
                 per_anchor.append(v.locals)
-        locals_ = []
-        for t_l in cfg.local_frames:
-            views = torch.cat([crop for loc in per_anchor for crop in loc[t_l]])
-            anchor_ids = torch.arange(len(per_anchor), device=dev).repeat_interleave(cfg.local_crops * b)
+        for t_l, count in zip(cfg.local_frames, counts):
+            views = torch.cat([crop for loc in per_anchor for crop in loc[t_l][:count]])
+            anchor_ids = torch.arange(len(per_anchor), device=dev).repeat_interleave(count * b)
             locals_.append((self._augment(views, generator), anchor_ids))
         return torch.cat(glob), locals_
 
@@ -665,7 +749,9 @@ class SLiM(BackendMixin, nn.Module):
         cfg = self.config
         bodies, L, valid = self._actions(x, lengths)
         n = x.shape[0]
-        if cfg.encode_crop < 1.0:                   # centre crop of the valid frames (official test: 95 %)
+        if cfg.encode_sampling == "official":     # DownstreamAugmentation._test_sampling: strided frames
+            views = official_test_crop(bodies, L, cfg.frames, cfg.encode_crop, thres=cfg.frames)
+        elif cfg.encode_crop < 1.0:                 # centre crop of the valid frames (official test: 95 %)
             keep = torch.clamp(torch.round(L.float() * cfg.encode_crop), min=1).long()
             views = resample(bodies, (L - keep) // 2, keep, cfg.frames)
         else:

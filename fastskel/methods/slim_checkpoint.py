@@ -40,6 +40,8 @@ from torch import nn
 
 from fastskel.nn import SkeletonViT
 
+from ._state_load import require_all, take_matching
+
 __all__ = ["SLiMLoadResult", "official_to_fastskel", "fastskel_to_official", "load_slim_checkpoint",
            "save_slim_hub", "read_official_checkpoint", "official_hub_config", "is_official_slim_checkpoint"]
 
@@ -246,24 +248,17 @@ def load_slim_checkpoint(model: nn.Module, checkpoint: Union[str, os.PathLike, M
     mismatches = _config_mismatches(config, encoders[0], shape) if config else []
     if strict and mismatches:
         raise ValueError(f"checkpoint config.json: contradicts the model's config: {', '.join(mismatches)}")
-    use: Dict[str, torch.Tensor] = {}
-    for k, v in mapped.items():
-        if k not in own:
-            if k == "cls_pos_embed" and not torch.count_nonzero(v):
-                continue                          # a zero cls slot is exactly a model without one
-            if strict:
-                raise ValueError(f"checkpoint[{k!r}]: the model has no such parameter "
-                                 f"(build it with cls_pos=True / the matching ffn), expected keys like {sorted(own)[:3]}")
-            ignored.append(k)
-            continue
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(f"checkpoint[{k!r}]: expected shape {tuple(own[k].shape)} for this model's config, "
-                             f"got {tuple(v.shape)}")
-        use[k] = v
+    for k in [k for k in mapped if k not in own]:
+        if k == "cls_pos_embed" and not torch.count_nonzero(mapped[k]):
+            continue                              # a zero cls slot is exactly a model without one
+        if strict:
+            raise ValueError(f"checkpoint[{k!r}]: the model has no such parameter "
+                             f"(build it with cls_pos=True / the matching ffn), expected keys like {sorted(own)[:3]}")
+        ignored.append(k)
+    use, _ = take_matching(mapped, own, lambda k: k in own)
     missing = [k for k in own if k not in use]
-    if strict and missing:
-        raise ValueError(f"checkpoint: expected every encoder parameter, missing {missing[:6]}"
-                         f"{' …' if len(missing) > 6 else ''}")
+    if strict:
+        require_all(missing)
     for enc in encoders:
         enc.load_state_dict(use, strict=False)
     return SLiMLoadResult(sorted(use), missing, sorted(ignored), mismatches)
