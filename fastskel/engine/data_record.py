@@ -13,7 +13,7 @@ happens *before* the model — in the data reader — is recorded here:
   xy; ``C = 3`` with a third channel in [0, 1] on every present joint: xy+score; else xyz).
 - ``preprocess["center"]``: *detected from the training clips*: the joint ``j`` such that body 0's
   joint ``j`` at its first present frame is the origin (``|x| < 1e-5`` on the coordinate channels)
-  in ≥ 99 % of the clips — CTR-GCN's ``seq_translation`` (NTU ``.npz``, ``fastskel prepare ntu``,
+  in ≥ 99 % of the clips (at most 512, evenly spaced) — CTR-GCN's ``seq_translation`` (NTU ``.npz``, ``fastskel prepare ntu``,
   the synthetic set: joint 1). ``None`` when the clips are not centred that way (e.g. PYSKL 2-D
   files: raw image coordinates).
 - ``preprocess["bodies"]``: how the reader picks ``M`` bodies when more are detected: ``"score"``
@@ -32,12 +32,19 @@ __all__ = ["add_data_record", "data_record", "detect_center", "infer_channels", 
 PREPROCESS_VERSION = 1
 
 
+def _sample(x: torch.Tensor, n: int = 512) -> torch.Tensor:
+    """At most ``n`` clips, evenly spaced (the checks below need not read a whole NTU-120)."""
+    if x.shape[0] <= n:
+        return x
+    return x[torch.linspace(0, x.shape[0] - 1, n).long()]
+
+
 def infer_channels(ds) -> tuple:
     """``(channels, source)`` of a dataset (see the module docstring)."""
     ch = getattr(ds, "channels", None) or (getattr(ds, "meta", None) or {}).get("channels")
     if ch:
         return str(ch), "dataset"
-    x = ds.x
+    x = _sample(ds.x)
     c = int(x.shape[1])
     if c == 2:
         return "xy", "inferred from C=2"
@@ -102,7 +109,7 @@ def data_record(ds, spec: Optional[str] = None, method_config: Any = None) -> Di
     C, T, V, M = (int(s) for s in ds.x.shape[1:])
     channels, ch_source = infer_channels(ds)
     coords = 3 if channels == "xyz" else 2
-    joint = detect_center(ds.x, min(coords, C))
+    joint = detect_center(_sample(ds.x), min(coords, C))
     names = getattr(ds, "class_names", None) or (getattr(ds, "meta", None) or {}).get("class_names")
     class_names: Optional[List[str]] = [str(n) for n in names] if names else None
     pre = {

@@ -10,7 +10,8 @@ frame), ``where`` a location for messages, ``error`` a one-line message for an u
 - a **.npy / .npz sequence**: ``(T, M, V, C)`` (frames first, the stream's order) or ``(C, T, V,
   M)`` (the dataset layout) — taken as ``(T, M, V, C)`` when its last two axes are the model's
   ``(V, C)``, else as ``(C, T, V, M)`` when its axes 0 and 2 are ``(C, V)``; ``(T, V, C)`` is one
-  body. An ``.npz`` holds the array as ``keypoints`` (or ``x``, or its only array), optional
+  body. Trailing all-zero frames are a dataset's padding and are not streamed (inner zero frames
+  are dropped frames). An ``.npz`` holds the array as ``keypoints`` (or ``x``, or its only array), optional
   timestamps ``t`` (seconds, one per frame) and ``fps``.
 - ``-``: **JSON lines on standard input**, one frame per line:
   ``{"t": 0.033, "bodies": [[[x, y, z|score], ...V joints], ...bodies]}`` (``t`` optional;
@@ -89,6 +90,8 @@ def array_frames(path: str, meta: StreamMeta) -> Iterator[Item]:
     a = _layout(a, meta, path)
     if t is not None and len(t) != a.shape[0]:
         raise ValueError(f"{path}: expected {a.shape[0]} timestamps t (one per frame), got {len(t)}")
+    valid = np.flatnonzero(a.reshape(a.shape[0], -1).any(1))
+    a = a[: int(valid[-1]) + 1 if valid.size else 0]           # trailing all-zero frames are padding
     for i in range(a.shape[0]):
         yield a[i], (None if t is None else float(t[i])), f"{os.path.basename(path)} frame {i}", None
 
