@@ -155,3 +155,23 @@ def test_fatal_errors_are_one_line(clf, tmp_path, capsys):
     assert main(["stream", "--model", str(clf), "--input", str(tmp_path / "bad.npy")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and "no such file" in err[0] and "no such file" in err[1] and "V=18" in err[2]
+
+
+def test_supervised_checkpoint_streams_with_its_own_classifier(clip, tmp_path, capsys):
+    """`fastskel pretrain supervised` records the data too; its checkpoint streams like its offline logits."""
+    from fastskel.engine.evaluate import load_classifier
+    from fastskel.stream import load_stream_model
+
+    assert main(["pretrain", "supervised", "--data", DATA, "--epochs", "1", "--batch-size", "6", *TINY,
+                 "--no-progress", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    model = load_stream_model(tmp_path / "last.pt")
+    assert model.meta.preprocess["center"]["joint"] == 1 and model.meta.channels == "xy+score"
+    x, L, _ = clip
+    net, _ = load_classifier(tmp_path / "last.pt")
+    with torch.no_grad():
+        ref = net.eval().logits(torch.from_numpy(x[None]), torch.tensor([L]))[0].numpy()
+    from fastskel.stream import ActionStream
+
+    s = ActionStream(model, L, L)
+    preds = [p for f in x[:, :L].transpose(1, 3, 2, 0)[:, :1] if (p := s.push(f)) is not None]
+    np.testing.assert_allclose(preds[0].logits, ref, atol=1e-5, rtol=0)

@@ -208,7 +208,11 @@ def cmd_pretrain(args) -> int:
     opts = _options(args, out)
     seed_everything(args.seed)
     method = cls(cfg)
-    trainer = Trainer(method, ds, opts, method_name=name, extra={"data": args.data, "preset": args.preset})
+    extra = {"data": args.data, "preset": args.preset}
+    if name == "supervised":                    # it has its own classifier: `fastskel stream` can run it
+        from .data_record import data_record
+        extra["stream_data"] = data_record(ds, args.data, cfg)
+    trainer = Trainer(method, ds, opts, method_name=name, extra=extra)
     if trainer.dist.rank == 0:
         n_params = sum(p.numel() for p in method.parameters())
         print(f"[fastskel] pretrain {name}: {len(ds)} samples {tuple(ds.x.shape[1:])}, {n_params / 1e6:.3g} M params, "

@@ -120,6 +120,7 @@ def _graph_of(cfg: Dict[str, Any], V: int) -> Optional[Dict[str, Any]]:
 def meta_from_state(st: Dict[str, Any], where: str = "checkpoint") -> StreamMeta:
     """:class:`StreamMeta` of a loaded classifier / supervised / student state dict."""
     data = dict(st.get("data") or {})
+    data.update((st.get("extra") or {}).get("stream_data") or {})      # supervised pretraining checkpoints
     if st.get("kind") == "asma_student":
         hp = dict(st.get("hparams") or {})
         cfg = {"in_channels": hp.get("in_channels", 3), "num_frames": hp.get("num_frames"),
@@ -152,7 +153,7 @@ def meta_from_state(st: Dict[str, Any], where: str = "checkpoint") -> StreamMeta
         pre = {"version": 0, "center": None,
                "frames": {"pad_to": T, "lengths": "valid_frames", "resample": "inside the model (method encode)"},
                "bodies": {"max": M, "select": "order", "absent": "zeros"}, "source": {}}
-        fallback.append("preprocessing not recorded (file older than the data record): no centring, "
+        fallback.append("preprocessing not recorded (a file older than the data record): no centring, "
                         "bodies in the given order; centre the input as the training data was")
     pre = json.loads(json.dumps(pre))                       # plain data, tuples → lists
     pre.setdefault("source", {})
