@@ -314,3 +314,22 @@ def test_onnx_dispatch(tmp_path):
         pytest.skip("the ONNX model module exists; tested with it")
     with pytest.raises(ImportError, match="onnx_model"):
         load_stream_model(tmp_path / "m.onnx")
+
+
+def test_resampling_a_long_gap_leaves_it_missing_and_skips_none_frames():
+    rec = Recorder(T=8)
+    s = ActionStream(rec, window=7, stride=7, fps=10.0, max_gap=2, missing="zero")
+    for t, v in ((0.0, 1.0), (0.1, 2.0), (0.15, None), (0.6, 7.0)):
+        s.push(None if v is None else _frame(v), timestamp=t)
+    np.testing.assert_allclose(rec.inputs[0][0, 0, :7, 0, 0], [1, 2, 0, 0, 0, 0, 7], atol=1e-6)
+
+
+def test_with_fps_timestamps_are_all_or_none():
+    s = ActionStream(Recorder(), 4, 1, fps=30.0)
+    s.push(_frame(1), 0.0)
+    with pytest.raises(ValueError, match="a time for every frame"):
+        s.push(_frame(1))
+    s = ActionStream(Recorder(), 4, 1, fps=30.0)
+    s.push(_frame(1))
+    with pytest.raises(ValueError, match="no time for every frame"):
+        s.push(_frame(1), 0.1)

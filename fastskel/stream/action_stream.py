@@ -26,7 +26,7 @@ Rules (all documented behaviour, tested in ``tests/test_stream.py``):
   in interpolation); samples further apart than ``(max_gap + 1)/fps`` leave the grid times between
   them missing (the ``missing`` rule, the new sample taking the last grid time ≤ its time);
   ``None`` frames with a timestamp are skipped (the resampling spans them). Timestamps must not
-  decrease. Without ``fps`` every push is one frame and timestamps are only reported.
+  decrease, and with ``fps`` either every frame has one or none (the first frame decides). Without ``fps`` every push is one frame and timestamps are only reported.
 - **Smoothing** — ``smoothing=α`` reports ``p̄_k = α·p_k + (1 − α)·p̄_{k−1}`` (``p̄_0 = p_0``), an
   exponential moving average of the softmax probabilities over predictions; ``None``: raw.
 - **Bad input** — wrong type, shape, ``V``, ``C``, NaN/inf or a decreasing timestamp: one
@@ -171,6 +171,7 @@ class ActionStream:
         self._grid_next: Optional[int] = None    # next grid index to emit
         self._t0: Optional[float] = None
         self.frames_in = 0
+        self._timed: Optional[bool] = None       # whether frames carry timestamps (decided by the first)
 
     @property
     def frames_done(self) -> int:
@@ -182,6 +183,11 @@ class ActionStream:
         """Add one frame; returns the oldest prediction not yet returned, or ``None``."""
         frame = check_frame(keypoints, self.meta)
         t = self._check_time(timestamp)
+        if self.fps is not None and self.frames_in:
+            if (t is None) != (self._timed is False):
+                raise ValueError(f"timestamp: expected {'a time' if self._timed else 'no time'} for every frame "
+                                 f"like the first (resampling to fps={self.fps:g}), got {timestamp!r}")
+        self._timed = t is not None if not self.frames_in else self._timed
         self.frames_in += 1
         if t is not None:
             self._t_last = t
