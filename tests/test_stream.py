@@ -333,3 +333,17 @@ def test_with_fps_timestamps_are_all_or_none():
     s.push(_frame(1))
     with pytest.raises(ValueError, match="no time for every frame"):
         s.push(_frame(1), 0.1)
+
+
+def test_a_pretraining_checkpoint_without_classifier_is_refused(tmp_path):
+    from fastskel.engine.checkpoint import save_checkpoint
+
+    opts, method, cfg = CASES["amr-ntu25-xyz"]
+    m = build_method(method, cfg)
+    save_checkpoint({"method": method, "config": dict(cfg), "model": m.state_dict()}, tmp_path / "last.pt")
+    for fn in (TorchStreamModel, meta_from_checkpoint):
+        with pytest.raises(ValueError, match="without a classifier"):
+            fn(tmp_path / "last.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match="junk.pt"):
+        TorchStreamModel(tmp_path / "junk.pt")

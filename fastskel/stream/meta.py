@@ -184,12 +184,17 @@ def meta_from_checkpoint(path_or_state: Union[str, Path, Dict[str, Any]]) -> Str
         raise ValueError(f"model: {p} is not a fastskel checkpoint ({type(e).__name__})") from None
     if not isinstance(st, dict):
         raise ValueError(f"model: {p} is not a fastskel checkpoint (holds a {type(st).__name__})")
+    check_streamable(st, p)
+    return meta_from_state(st, str(p))
+
+
+def check_streamable(st: Dict[str, Any], path) -> None:
+    """``ValueError`` unless ``st`` holds a classifier (classifier file, student, supervised)."""
     if st.get("kind") not in ("classifier", "asma_student"):
         cfg = st.get("config") or {}
-        if st.get("method") != "supervised" and "num_classes" not in cfg:
-            raise ValueError(f"model: {p} is a pretraining checkpoint without a classifier; stream the "
+        if st.get("method") != "supervised" or "model" not in st:
+            raise ValueError(f"model: {path} is a pretraining checkpoint without a classifier; stream the "
                              f"classifier file of `fastskel eval linear|finetune --out DIR` instead")
-    return meta_from_state(st, str(p))
 
 
 # ------------------------------------------------------------------------------ preprocessing
@@ -234,7 +239,7 @@ def preprocess_window(frames: np.ndarray, meta: StreamMeta) -> np.ndarray:
     pre = meta.preprocess or {}
     bodies = pre.get("bodies") or {}
     f = select_bodies(f, meta.M, str(bodies.get("select", "order")), meta.channels)
-    x = np.ascontiguousarray(f.transpose(3, 0, 2, 1))                  # (C, W, V, M)
+    x = f.transpose(3, 0, 2, 1).copy()                                 # (C, W, V, M), never the caller's array
     c = pre.get("center")
     if c:
         b, j, k = int(c.get("body", 0)), int(c["joint"]), int(c.get("channels", meta.coord_channels))

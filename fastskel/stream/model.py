@@ -14,7 +14,7 @@ from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
-from .meta import StreamMeta, meta_from_state
+from .meta import StreamMeta, check_streamable, meta_from_state
 
 __all__ = ["StreamModel", "TorchStreamModel", "load_stream_model", "load_student"]
 
@@ -70,14 +70,17 @@ class TorchStreamModel:
         try:
             raw = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:
+            load_checkpoint(p)                              # raises its clear message for a damaged file
             raise ValueError(f"model: {p} is not a fastskel checkpoint ({type(e).__name__})") from None
-        if isinstance(raw, dict) and raw.get("kind") == "asma_student":
+        if not isinstance(raw, dict):
+            raise ValueError(f"model: {p} is not a fastskel checkpoint (holds a {type(raw).__name__})")
+        check_streamable(raw, p)
+        if raw.get("kind") == "asma_student":
             self.net = load_student(raw)
             st = raw
         else:
             from fastskel.engine.evaluate import load_classifier
 
-            load_checkpoint(p)                              # format check with its clear errors
             self.net, st = load_classifier(p)
         self.net.eval().to(self.device)
         self.meta = meta_from_state(st, str(p))
