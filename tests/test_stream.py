@@ -347,3 +347,33 @@ def test_a_pretraining_checkpoint_without_classifier_is_refused(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(Exception, match="junk.pt"):
         TorchStreamModel(tmp_path / "junk.pt")
+
+
+def test_data_record_infers_from_files_without_attributes():
+    """A dataset read from a file carries no channels attribute: they, the centring and the body
+    rule are inferred from the clips (NTU-like xyz → energy; 2-D + score → score; raw → no centre)."""
+    syn = SyntheticSkeletons(num_classes=3, num_samples=9, T=8, seed=2)
+    ntu = SkeletonDataset(syn.x.clone(), syn.y)
+    rec = data_record(ntu, "ntu60_xsub.npz")
+    assert rec["channels"] == "xyz" and rec["preprocess"]["bodies"]["select"] == "energy"
+    assert rec["preprocess"]["center"]["joint"] == 1 and rec["graph"]["name"] == "ntu25"
+    s2 = SyntheticSkeletons(num_classes=3, num_samples=9, T=8, seed=2, graph="coco17", channels="xy+score",
+                            center=False)
+    raw = SkeletonDataset(s2.x.clone(), s2.y)
+    raw.class_names = ["wave", "sit", "jump"]
+    rec = data_record(raw, "kinetics_2d.pkl")
+    assert rec["channels"] == "xy+score" and rec["preprocess"]["bodies"]["select"] == "score"
+    assert rec["preprocess"]["center"] is None and rec["class_names"] == ["wave", "sit", "jump"]
+    assert "inferred" in rec["preprocess"]["source"]["channels"]
+
+
+def test_class_names_reach_the_predictions(tmp_path):
+    opts, method, cfg = CASES["amr-ntu25-xyz"]
+    train = _data(opts, "train")
+    train.class_names = ["drink", "eat", "read"]
+    clf = _classifier(method, cfg, train)
+    save_classifier(tmp_path / "c.pt", clf, method, "linear", 0.0, tuple(train.x.shape[1:]),
+                    data=data_record(train, "synthetic", clf.encoder.config))
+    model = TorchStreamModel(tmp_path / "c.pt")
+    p = _stream_all(ActionStream(model, 4, 4), _frames(train.x[0, :, :4]))
+    assert p[0].name == ["drink", "eat", "read"][p[0].index]

@@ -76,6 +76,9 @@ def run_stream(args, stdin=None, out=None) -> dict:
     meta = model.meta
     window = args.window or meta.T
     stride = args.stride or max(1, window // 4)
+    if window > meta.T:
+        _err(f"note: --window {window} > the model's clip length T={meta.T}: windows are fed unpadded (exact for "
+             f"methods that resample their valid frames)")
     fps = args.fps or source_fps(args.input)
     stream = ActionStream(model, window, stride, missing=args.missing, max_gap=args.max_gap,
                           smoothing=args.smoothing, fps=fps)
