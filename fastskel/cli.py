@@ -53,6 +53,7 @@ COMMAND_MODULES = (
     "fastskel.data.cli",      # prepare
     "fastskel.engine.cli",    # pretrain, eval, distill, export, bench, profile
     "fastskel.engine.runs_cli",  # plot, report
+    "fastskel.stream.cli",    # stream
 )
 
 

@@ -245,7 +245,11 @@ def cmd_pretrain(args) -> int:
     opts = _options(args, out)
     seed_everything(args.seed)
     method = cls(cfg)
-    trainer = Trainer(method, ds, opts, method_name=name, extra={"data": args.data, "preset": args.preset})
+    extra = {"data": args.data, "preset": args.preset}
+    if name == "supervised":                    # it has its own classifier: `fastskel stream` can run it
+        from .data_record import data_record
+        extra["stream_data"] = data_record(ds, args.data, cfg)
+    trainer = Trainer(method, ds, opts, method_name=name, extra=extra)
     if trainer.dist.rank == 0:
         n_params = sum(p.numel() for p in method.parameters())
         print(f"[fastskel] pretrain {name}: {len(ds)} samples {tuple(ds.x.shape[1:])}, {n_params / 1e6:.3g} M params, "
@@ -396,7 +400,9 @@ def cmd_eval(args) -> int:
         log.log("eval", **info)
         log.close()
         if clf is not None:
-            path = save_classifier(out / f"{protocol}.pt", clf, name, protocol, acc, sample_shape)
+            from .data_record import data_record
+            path = save_classifier(out / f"{protocol}.pt", clf, name, protocol, acc, sample_shape,
+                                   data=data_record(train_ds, args.data, getattr(method, "config", None)))
             print(f"[fastskel] classifier: {path} (export it with: fastskel export --checkpoint {path})", flush=True)
     if args.json:
         print(json.dumps(info))
@@ -437,6 +443,8 @@ def cmd_distill(args) -> int:
         if res.get("teacher_top1") is not None:
             print(f"[fastskel] distill teacher top-1 accuracy: {float(res['teacher_top1']):.2f}%", flush=True)
         if res.get("path"):
+            from .data_record import add_data_record
+            add_data_record(res["path"], train_ds, args.data, res.get("student"))
             print(f"[fastskel] student: {res['path']}", flush=True)
     if isinstance(top1, (int, float)):
         print(f"[fastskel] distill student top-1 accuracy: {float(top1):.2f}%", flush=True)

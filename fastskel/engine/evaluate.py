@@ -332,8 +332,11 @@ def finetune(method: nn.Module, train_ds, test_ds, config: FinetuneConfig,
 
 # ------------------------------------------------------------------------------------- files
 def save_classifier(path, clf: Classifier, method_name: str, protocol: str, acc: float,
-                    sample_shape: Optional[Tuple[int, ...]] = None) -> Path:
-    """Write a classifier file: the encoder's method/config/weights + head + feature normalisation."""
+                    sample_shape: Optional[Tuple[int, ...]] = None, data: Optional[Dict[str, Any]] = None) -> Path:
+    """Write a classifier file: the encoder's method/config/weights + head + feature normalisation.
+
+    ``data``: what the stream runtime needs to feed the model as ``fastskel eval`` did (channels,
+    graph, class names, preprocessing; :func:`fastskel.engine.data_record.data_record`)."""
     import fastskel
 
     state = {
@@ -344,6 +347,8 @@ def save_classifier(path, clf: Classifier, method_name: str, protocol: str, acc:
         "num_classes": int(clf.head.out_features), "protocol": protocol, "top1": float(acc),
         "data": {"sample_shape": tuple(int(s) for s in sample_shape) if sample_shape else None},
     }
+    if data:
+        state["data"] = {**dict(data), **({"sample_shape": state["data"]["sample_shape"]} if sample_shape else {})}
     return save_checkpoint(state, path)
 
 
