@@ -322,7 +322,9 @@ class Trainer:
                        iterations_per_epoch=ipe, total_iterations=total, extra=self.extra,
                        device=_device_name(dev), versions=_versions())
         elif main:
-            logger.log("resume", step=start, checkpoint=str(resume))
+            # the configured length may have changed (--resume DIR --epochs N extends): `fastskel report` reads it here
+            logger.log("resume", step=start, checkpoint=str(resume), epochs=epochs, total_iterations=total,
+                       iterations_per_epoch=ipe)
 
         base = unwrap(model)
         after_step = getattr(base, "after_step", None)
