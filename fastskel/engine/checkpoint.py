@@ -139,7 +139,9 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes; an interrupted copy?).{hint}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's "weights_only Unpickler might not support…" aside
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # zip/pickle/EOF errors of a truncated or corrupt file
         # torch's own message is long and advises weights_only=False (running pickled code from the
         # file): it is kept only as the exception's __cause__, never in the sentence shown
