@@ -108,3 +108,47 @@ def test_plot_without_matplotlib_fails_clearly(runs, monkeypatch, capsys):
     assert main(["plot", str(runs[0])]) == 2
     assert "matplotlib" in capsys.readouterr().err
     assert plot.plot_confusion({"confusion": [[1]]}, "x.png") is None
+
+
+def _main_job_commands():
+    """The ``fastskel`` lines of ``run.sh main`` (the README's main-job example), comments dropped."""
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "run.sh").read_text()
+    block = text.split("  main)", 1)[1].split(";;", 1)[0]
+    cmds = []
+    for line in block.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if line.startswith("fastskel ") and line != "fastskel info":
+            cmds.append(shlex.split(line)[1:])
+    return cmds
+
+
+def test_main_job_plot_and_report_lines_run(tmp_path, monkeypatch, capsys):
+    """run.sh main's own commands, on tiny data and 1 epoch: pretrain, both probes, plot, report."""
+    cmds = _main_job_commands()
+    assert [c[0] for c in cmds] == ["pretrain", "eval", "eval", "plot", "report"]
+    monkeypatch.chdir(tmp_path)
+    small = ["--set", "num_frames=8", "--set", "frames_per_patch=4", "--set", "r=1", "--set", "dim=16", "--set", "depth=1",
+             "--set", "decoder_depth=1", "--set", "crop_min_frames=4"]
+    for argv in cmds:
+        argv = [DATA if a == "$DATA" else a for a in argv]
+        if argv[0] == "pretrain":
+            argv += ["--epochs", "1", "--batch-size", "6", "--no-progress", *small]
+        elif argv[0] == "eval":
+            argv += ["--epochs", "3"] + (small if "--method" in argv else [])
+        if argv[0] == "plot" and not have_matplotlib():
+            continue
+        assert main(argv) == 0, argv
+    out = capsys.readouterr().out
+    assert (tmp_path / "runs" / "amr" / "linear_confusion.csv").exists()
+    assert (tmp_path / "runs" / "amr-random" / "linear_per_class.csv").exists()
+    if have_matplotlib():
+        assert (tmp_path / "runs" / "amr" / "curves.png").stat().st_size > 10_000
+    with open(tmp_path / "runs" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["run"] for r in rows] == ["runs/amr", "runs/amr-random"] and "linear top-1" in rows[0]
+    assert rows[0]["method"] == rows[1]["method"] == "amr" and rows[0]["epochs"] == "1/1"
+    assert rows[0]["preset"] == "small" and rows[1]["data"] == DATA          # an eval-only folder: its data
+    assert "| runs/amr |" in out

@@ -57,6 +57,8 @@ def run_summary(run) -> Dict[str, Any]:
     last_train = next((e for e in reversed(events) if e.get("event") == "train" and "loss" in e), None)
     row["final_loss"] = float(last_train["loss"]) if last_train else None
     row["wall_s"] = _wall_seconds(events)
+    if cfg is None:  # an eval-only folder (e.g. a random-init baseline): the data it was evaluated on
+        row["data"] = next((e.get("data") for e in events if e.get("event") == "eval"), None)
     evals: Dict[str, Any] = {}
     for e in events:
         if e.get("event") != "eval" or e.get("top1") is None:
