@@ -193,3 +193,19 @@ def test_log_every_prints_with_no_progress(tmp_path, capsys):
     assert all(" loss " in s and " lr " in s and "samples_per_s" in s for s in lines)
     assert main(base + ["--out", str(tmp_path / "b")]) == 0                      # no --log-every: no such lines
     assert not [s for s in capsys.readouterr().out.splitlines() if s.startswith("[fastskel] it ")]
+
+
+def test_resume_auto_starts_fresh_then_continues_the_out_folder(tmp_path, monkeypatch):
+    args = ["pretrain", "supervised", "--data", "synthetic:num_classes=3,num_samples=36,T=8,bodies=1", "--epochs", "2",
+            "--batch-size", "6", "--set", "backbone=tiny", "--set", "hidden=4", "--set", "depth=1", "--device", "cpu",
+            "--no-progress", "--out", str(tmp_path), "--resume", "auto"]
+    assert main(args + ["--stop-after", "3"]) == 0                       # empty folder: a fresh start
+    assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 3
+    assert main(args) == 0                                                # the folder's checkpoint: continued
+    ev = _events(tmp_path)
+    assert [e["step"] for e in ev if e["event"] == "resume"] == [3] and sum(e["event"] == "config" for e in ev) == 1
+    assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 10
+    # a restarted torchrun worker (TORCHELASTIC_RESTART_COUNT > 0) resumes without being asked
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert main(args[:-2] + ["--epochs", "3"]) == 0
+    assert [e["step"] for e in _events(tmp_path) if e["event"] == "resume"] == [3, 10]
