@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # fastskel's two set-up commands (README):
-#   bash run.sh main   — make .venv if needed, pretrain on the embedded synthetic dataset, evaluate
+#   bash run.sh main   — make .venv if needed, pretrain on the embedded synthetic dataset, evaluate,
+#                        plot the learning curves and write the results table
 #   bash run.sh test   — make .venv if needed, run the test suite (+ a one-shot run of every benchmark)
 # The venv is (re)built when missing or when the build inputs (setup.py, pyproject.toml, csrc/) change.
 set -euo pipefail
@@ -38,6 +39,10 @@ case "$mode" in
     fastskel eval linear --checkpoint runs/amr/last.pt --data "$DATA" --seed 0
     echo "== linear probe, randomly initialised encoder (baseline) =="
     fastskel eval linear --method amr --preset small --data "$DATA" --seed 0 --out runs/amr-random
+    echo "== learning curves and the results table =="
+    # per-class accuracy + confusion matrix of each probe: runs/amr/linear_*, runs/amr-random/linear_*
+    fastskel plot runs/amr --out runs/amr/curves.png             # loss and its parts, lr, samples/s
+    fastskel report runs/amr runs/amr-random --out runs/results  # runs/results.md + runs/results.csv
     ;;
   test)
     python -m pytest -q "$@"

@@ -42,7 +42,7 @@ ext_modules, cmdclass = extensions()
 setup(
     packages=find_packages(include=["fastskel", "fastskel.*"]) + ["fastskel.kernels"],
     package_dir={"fastskel.kernels": "kernels"},
-    package_data={"fastskel": ["graphs/*.yaml"]},
+    package_data={"fastskel": ["graphs/*.yaml", "data/*.txt"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -30,13 +30,7 @@ def tiny_mamp(**kw):
     return MAMPConfig(**{**TINY, **kw})
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny shapes: one thread is faster and immune to a loaded machine's OpenMP stalls.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def make_batch(n=3, t=24, v=25, m=2, seed=0, empty_second=()):

@@ -179,15 +179,6 @@ def _classifier(num_classes):
     return Conv(), "conv"
 
 
-@pytest.fixture
-def one_thread():
-    """Small models train several times faster on one thread on a shared 2-core CI box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_small_supervised_model_reaches_high_accuracy(one_thread):
     torch.manual_seed(0)
     kw = dict(num_classes=6, num_samples=300, T=48, bodies=1, seed=0)

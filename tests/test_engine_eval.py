@@ -9,12 +9,7 @@ from fastskel.engine.trainer import TrainOptions
 from fastskel.methods.supervised import Supervised, SupervisedConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_knn_cosine_hand_computed():

@@ -21,12 +21,7 @@ from fastskel.engine.trainer import TrainOptions, Trainer
 from fastskel.methods.supervised import Supervised, SupervisedConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_data(n=40, k=4, t=12, v=25, m=2, seed=0):

@@ -10,12 +10,7 @@ from fastskel.nn.decoder import CrossAttentionDecoder
 from fastskel.utils import count_flops, flop_breakdown
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def one_action(t=150, v=25, seed=0):

@@ -53,7 +53,8 @@ class SkeletonData:
         y: int64 ``(N,)`` 0-based labels (``-1`` where a format carries no label).
         lengths: int64 ``(N,)`` valid frames, ``valid_lengths(x)`` unless the format stores them.
         names: ``N`` sample names (file stems for NTU, the stored names otherwise).
-        meta: format-specific extras (``"format"``, subject/camera/setup arrays for NTU, …).
+        meta: format-specific extras (``"format"``, subject/camera/setup arrays for NTU,
+            ``"class_names"`` where the data names its classes, …).
     """
 
     x: torch.Tensor
@@ -105,7 +106,8 @@ class SkeletonData:
         """This split as a :class:`~fastskel.data.dataset.SkeletonDataset`."""
         from .dataset import SkeletonDataset
 
-        return SkeletonDataset(self.x, self.y, self.lengths, names=self.names, transform=transform)
+        return SkeletonDataset(self.x, self.y, self.lengths, names=self.names, transform=transform,
+                               class_names=self.meta.get("class_names"))
 
     def __repr__(self) -> str:
         return (f"SkeletonData(x={tuple(self.x.shape)}, classes={self.num_classes}, "

@@ -30,12 +30,14 @@ class SkeletonDataset(Dataset):
         names: optional sample names.
         transform: optional callable ``(x, lengths) -> x`` applied to every fetched item/batch
             (batched transforms from ``fastskel.data.transforms`` fit directly).
+        class_names: optional names of the classes, index = label (NTU's action names, a PYSKL
+            file's ``label_names``, OpenPose class folders); evaluation tables show them.
 
     ``ds[i]`` → ``(x[i], lengths[i], y[i])``; ``ds[list_or_tensor]`` → the same three, batched.
     """
 
     def __init__(self, x, y, lengths=None, names: Optional[List[str]] = None,
-                 transform: Optional[Callable] = None):
+                 transform: Optional[Callable] = None, class_names: Optional[List[str]] = None):
         x = torch.as_tensor(x)
         if x.dim() == 4:
             x = x.unsqueeze(-1)
@@ -52,6 +54,7 @@ class SkeletonDataset(Dataset):
         self.x, self.y, self.lengths = x, y, lengths
         self.names = list(names) if names is not None else None
         self.transform = transform
+        self.class_names = [str(c) for c in class_names] if class_names is not None else None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -74,7 +77,8 @@ class SkeletonDataset(Dataset):
     def subset(self, index) -> "SkeletonDataset":
         idx = torch.as_tensor(np.asarray(index), dtype=torch.int64).reshape(-1)
         names = [self.names[i] for i in idx.tolist()] if self.names is not None else None
-        return SkeletonDataset(self.x[idx], self.y[idx], self.lengths[idx], names, self.transform)
+        return SkeletonDataset(self.x[idx], self.y[idx], self.lengths[idx], names, self.transform,
+                               class_names=self.class_names)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(x={tuple(self.x.shape)}, classes={self.num_classes})"

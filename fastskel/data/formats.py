@@ -76,10 +76,13 @@ def read_ctrgcn_npz(path: str, split: str = "train", num_joints: Optional[int] =
         if f"x_{part}" not in keys or f"y_{part}" not in keys:
             raise ValueError(f"{path}: expected keys x_{part} and y_{part} (CTR-GCN layout), got {sorted(keys)}")
         x = z[f"x_{part}"]
-        y = _onehot_to_labels(z[f"y_{part}"], path, f"y_{part}")
+        y_raw = z[f"y_{part}"]
+        y = _onehot_to_labels(y_raw, path, f"y_{part}")
+        num_classes = int(y_raw.shape[1]) if y_raw.ndim == 2 else int(y.max(initial=-1)) + 1
         names = [str(s) for s in z[f"names_{part}"]] if f"names_{part}" in keys else None
         layout = z[f"layout_{part}"] if f"layout_{part}" in keys else None
         declared = _npz_channels(z["channels"], path) if "channels" in keys else None
+        class_names = [str(s) for s in z["class_names"]] if "class_names" in keys else None
     if x.ndim != 3:
         raise ValueError(f"{path}: x_{part}: expected (N, T, M*V*C), got shape {x.shape}")
     n, t, f = x.shape
@@ -93,6 +96,11 @@ def read_ctrgcn_npz(path: str, split: str = "train", num_joints: Optional[int] =
         if {"xyz": 3, "xy": 2, "xy+score": 3}.get(declared) != channels:
             raise ValueError(f"{path}: channels: {declared!r} does not fit C={channels}")
         meta["channels"] = declared
+    from .ntu import ntu_class_names
+
+    class_names = class_names or ntu_class_names(num_classes, names or (), path)
+    if class_names:
+        meta["class_names"] = class_names
     return SkeletonData(x, y, names=names or [f"{part}_{i}" for i in range(n)], meta=meta)
 
 
@@ -298,9 +306,18 @@ def read_pyskl(path: str, split: str = "train", score: str = "channel", score_th
         from .channels import apply_score
 
         x, channels = apply_score(torch.from_numpy(x), channels, "weight", score_threshold)
+    meta = {"format": "pyskl", "path": str(path), "split": split, "channels": channels}
+    label_names = obj.get("label_names", obj.get("class_names"))  # written by `fastskel prepare openpose`
+    if label_names is not None:
+        meta["class_names"] = [str(c) for c in label_names]
+    else:
+        from .ntu import ntu_class_names
+
+        names = [str(a.get("frame_dir", "")) for a in anns]
+        if (cn := ntu_class_names(max(int(a["label"]) for a in anns) + 1, names, path)) is not None:
+            meta["class_names"] = cn  # PYSKL's ntu60/ntu120 files: frame_dir is the NTU sample name
     return SkeletonData(x, np.array([int(a["label"]) for a in anns]), lengths,
-                        names=[str(a.get("frame_dir", i)) for i, a in enumerate(anns)],
-                        meta={"format": "pyskl", "path": str(path), "split": split, "channels": channels})
+                        names=[str(a.get("frame_dir", i)) for i, a in enumerate(anns)], meta=meta)
 
 
 def _pyskl_channels(ann: dict, C: int, score: str) -> str:
@@ -499,8 +516,12 @@ def load(path: str, split: str = "train", **kwargs) -> SkeletonData:
             label = parse_ntu_name(path)["label"]
         except ValueError:
             label = -1
-        return SkeletonData(arr[None], np.array([label]), names=[os.path.basename(path)[:-9]],
-                            meta={"format": "ntu_skeleton", "path": path})
+        meta = {"format": "ntu_skeleton", "path": path}
+        if label >= 0:
+            from .ntu import ntu_action_names
+
+            meta["class_names"] = ntu_action_names(60 if label < 60 else 120)
+        return SkeletonData(arr[None], np.array([label]), names=[os.path.basename(path)[:-9]], meta=meta)
     raise ValueError(f"{path}: unknown format (expected .npz, .npy, .pkl, .skeleton or a directory)")
 
 
@@ -527,7 +548,10 @@ def _load_ntu_dir(path: str, split: str = "all", max_frames: Optional[int] = Non
     x = np.zeros((len(arrays), 3, T, arrays[0].shape[2], arrays[0].shape[3]), dtype=np.float32)
     for i, a in enumerate(arrays):
         x[i, :, : a.shape[1]] = a
-    meta = {"format": "ntu_raw", "path": path}
+    from .ntu import ntu_action_names
+
+    meta = {"format": "ntu_raw", "path": path,
+            "class_names": ntu_action_names(60 if max(info["label"] for info in infos) < 60 else 120)}
     for k in ("setup", "camera", "subject", "replication"):
         meta[k] = np.array([info[k] for info in infos])
     return SkeletonData(x, np.array([info["label"] for info in infos]), np.array([a.shape[1] for a in arrays]),

@@ -42,7 +42,8 @@ import numpy as np
 
 __all__ = [
     "NTUFormatError", "NTU120_XSUB_TRAIN", "NTU60_XSUB_TRAIN", "XVIEW_TRAIN_CAMERAS", "center_like_ctrgcn",
-    "is_train", "parse_ntu_name", "read_ntu_skeleton", "read_ntu_skeletons", "write_ntu_skeleton",
+    "is_train", "ntu_action_names", "ntu_class_names", "parse_ntu_name", "read_ntu_skeleton", "read_ntu_skeletons",
+    "write_ntu_skeleton",
 ]
 
 # Cross-subject training subjects: NTU-60 (Shahroudy et al. 2016) and NTU-120 (Liu et al. 2019).
@@ -83,6 +84,30 @@ def parse_ntu_name(name: str) -> Dict[str, int]:
         raise ValueError(f"name: expected an NTU sample name like 'S001C002P003R002A013', got {base!r}")
     s, c, p, r, a = (int(g) for g in m.groups())
     return {"setup": s, "camera": c, "subject": p, "replication": r, "action": a, "label": a - 1}
+
+
+def ntu_action_names(num_classes: int = 120) -> List[str]:
+    """The official names of NTU RGB+D actions A001…A060 (``num_classes=60``) or NTU RGB+D 120's
+    A001…A120, index = label (action − 1); read from ``fastskel/data/ntu_actions.txt``."""
+    if num_classes not in (60, 120):
+        raise ValueError(f"num_classes: expected 60 (NTU RGB+D) or 120 (NTU RGB+D 120), got {num_classes!r}")
+    path = os.path.join(os.path.dirname(__file__), "ntu_actions.txt")
+    with open(path, encoding="utf-8") as f:
+        rows = [ln.rstrip("\n").split(" ", 1) for ln in f if ln.strip() and not ln.startswith("#")]
+    return [name for _, name in rows[:num_classes]]
+
+
+def ntu_class_names(num_classes: int, sample_names: Sequence[str] = (), path: str = "") -> Optional[List[str]]:
+    """NTU action names for a dataset of ``num_classes`` labels when it is NTU data: every sample
+    name is an NTU name (``S001C002P003R002A013``), or the file name says NTU (``NTU60_CS.npz``) and
+    there are 60 or 120 classes; else ``None``. 60 names when every label is below 60, else 120."""
+    names = list(sample_names)
+    is_ntu = bool(names) and all(_NAME_RE.search(os.path.basename(str(n))) for n in names)
+    if not is_ntu and not (num_classes in (60, 120) and "ntu" in os.path.basename(str(path)).lower()):
+        return None
+    if num_classes > 120:
+        return None
+    return ntu_action_names(60 if num_classes <= 60 else 120)
 
 
 def is_train(info: Dict[str, int], benchmark: str) -> bool:

@@ -11,8 +11,8 @@ files the trainers read directly.
   25 = BODY_25 keypoints) → a PYSKL ``.pkl`` with ``keypoint (M, T, V, 2)``, ``keypoint_score
   (M, T, V)`` and splits ``train``/``test``. Labels come from a CSV (``clip,label[,split]``) or,
   without one, from class folders (``root/<class>/<clip>/*.json``, classes numbered in sorted
-  order). Per frame the ``max_people`` people with the highest summed score are kept; frames are
-  in file-name order. Without a ``split`` column the last ``round(test_fraction·n)`` clips of each
+  order; their names are stored as ``label_names``, the reader's ``class_names``). Per frame the
+  ``max_people`` people with the highest summed score are kept; frames are in file-name order. Without a ``split`` column the last ``round(test_fraction·n)`` clips of each
   class (in name order) are ``test``.
 """
 from __future__ import annotations
@@ -162,6 +162,9 @@ def prepare_openpose(root: str, out: str, labels_csv: Optional[str] = None, max_
         anns.append({"frame_dir": name, "label": lab, "total_frames": kp.shape[1], "keypoint": kp,
                      "keypoint_score": sc, "graph": "openpose18" if V == 18 else "openpose25"})
     split = {s: [a["frame_dir"] for a in anns if split_of[a["frame_dir"]] == s] for s in ("train", "test")}
+    obj = {"split": split, "annotations": anns}
+    if labels_csv is None:  # class folders: their names, in label order (the CSV carries only numbers)
+        obj["label_names"] = sorted(c for c in os.listdir(root) if os.path.isdir(os.path.join(root, c)))
     with open(out, "wb") as f:
-        pickle.dump({"split": split, "annotations": anns}, f, protocol=4)
+        pickle.dump(obj, f, protocol=4)
     return {k: len(v) for k, v in split.items()}

@@ -3,9 +3,10 @@
 A checkpoint is a ``dict`` saved with :func:`torch.save` and read back with ``weights_only=True``
 (plain containers, numbers, strings and tensors only: no pickled code runs on load). Writing is
 atomic: the bytes go to a temporary file in the same directory, are flushed and ``fsync``-ed, the
-current file (if any) is renamed to the *previous* one, and the temporary file is renamed into
-place (``os.replace``). A crash mid-write therefore never destroys the last good checkpoint, and
-the one before it is kept too (``last.pt`` + ``previous.pt``).
+current file (if any) becomes the *previous* one (a hard link renamed over it, so the current file
+never disappears), and the temporary file is renamed into place (``os.replace``). A crash or
+SIGKILL at any point of a save therefore never destroys the last good checkpoint, and the one
+before it is kept too (``last.pt`` + ``previous.pt``; tested by killing a writer at random times).
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ def save_checkpoint(state: Mapping[str, Any], path: PathLike, keep_previous: boo
     path.parent.mkdir(parents=True, exist_ok=True)
     state = dict(state)
     state.setdefault("format", FORMAT)
+    _remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -66,7 +68,7 @@ def save_checkpoint(state: Mapping[str, Any], path: PathLike, keep_previous: boo
             f.flush()
             os.fsync(f.fileno())
         if keep_previous and path.exists():
-            os.replace(path, previous_path(path))
+            _rotate(path, previous_path(path))
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -76,6 +78,47 @@ def save_checkpoint(state: Mapping[str, Any], path: PathLike, keep_previous: boo
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _rotate(path: Path, prev: Path) -> None:
+    """Make ``prev`` the current ``path`` while ``path`` stays in place: a hard link renamed over
+    ``prev`` (atomic), so at every instant of a save a complete ``path`` exists (a process killed
+    between the two renames leaves ``path`` = the old state, ``prev`` = the old state too). Where
+    hard links are not supported, ``path`` itself is renamed (``resolve_resume`` then falls back to
+    ``prev`` if the process dies before the new file is renamed into place)."""
+    try:
+        if prev.exists() and os.path.samefile(path, prev):
+            return  # already one file (a save killed after this step): rename would be a no-op
+    except OSError:
+        pass
+    link = prev.with_name(f".{prev.name}.tmp-{os.getpid()}")
+    try:
+        if link.exists():
+            link.unlink()
+        os.link(path, link)
+    except OSError:
+        os.replace(path, prev)
+        return
+    os.replace(link, prev)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete ``.<name>.tmp-<pid>`` files left by writers that were killed mid-save (their process
+    is gone); a live writer's temp file is left alone."""
+    for pattern in (f".{path.name}.tmp-*", f".{previous_path(path).name}.tmp-*"):
+        for t in path.parent.glob(pattern):
+            pid = t.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                try:
+                    t.unlink()
+                except OSError:
+                    pass
+            except OSError:  # exists but not ours (EPERM): leave it
+                pass
 
 
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
@@ -96,7 +139,9 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes; an interrupted copy?).{hint}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's "weights_only Unpickler might not support…" aside
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # zip/pickle/EOF errors of a truncated or corrupt file
         # torch's own message is long and advises weights_only=False (running pickled code from the
         # file): it is kept only as the exception's __cause__, never in the sentence shown

@@ -59,6 +59,22 @@ def resolve_device(device: Optional[str], local_rank: int = 0) -> torch.device:
     return dev
 
 
+def _restart_store(rank: int, world: int) -> dict:
+    """Under torchrun's agent store (``TORCHELASTIC_USE_AGENT_STORE``) every restart attempt joins
+    through the *same* store server, so a restarted worker could read the gloo/NCCL addresses the
+    killed attempt published there and fail to connect ("Connection refused") or hang: the keys of
+    attempt ``TORCHELASTIC_RESTART_COUNT`` get their own prefix. ``{}`` (env:// as usual) otherwise."""
+    import os
+    from datetime import timedelta
+
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "MASTER_ADDR" not in os.environ:
+        return {}
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                          timeout=timedelta(minutes=10))
+    return {"store": dist.PrefixStore(f"fastskel/attempt_{attempt}", store)}
+
+
 def init_distributed(device: Optional[str] = None, backend: Optional[str] = None) -> DistInfo:
     """Join the process group if launched by torchrun (``WORLD_SIZE > 1``); pick the device."""
     world = _env_int("WORLD_SIZE", 1)
@@ -72,7 +88,7 @@ def init_distributed(device: Optional[str] = None, backend: Optional[str] = None
     here = False
     if not dist.is_initialized():
         backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
-        dist.init_process_group(backend=backend, rank=rk, world_size=world)
+        dist.init_process_group(backend=backend, rank=rk, world_size=world, **_restart_store(rk, world))
         here = True
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, dev, here)
 

@@ -54,7 +54,12 @@ def load_method(path, map_location="cpu") -> Tuple[nn.Module, Dict[str, Any]]:
     ``SLiMConfig.official()`` holding the released encoder (see :func:`load_official_slim`)."""
     from fastskel.methods.slim_checkpoint import is_official_slim_checkpoint
 
-    if is_official_slim_checkpoint(path):
+    import warnings
+
+    with warnings.catch_warnings():  # a garbage file: torch's weights_only Unpickler warning is noise here
+        warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+        official = is_official_slim_checkpoint(path)
+    if official:
         return load_official_slim(path)
     st = load_checkpoint(path, map_location=map_location)
     name = st.get("method")

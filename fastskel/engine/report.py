@@ -4,8 +4,14 @@ A run is a folder with ``log.jsonl`` (written by ``fastskel pretrain`` and ``fas
 row holds: ``run`` (folder), ``method``, ``preset``, ``data``, ``epochs`` (done / configured),
 ``iterations`` (last logged step), ``final_loss`` (the last ``train`` event's loss), one column per
 evaluation ``<protocol> top-1`` (and ``top-5`` where recorded; the last evaluation of each protocol
-wins, its data named when it differs from the pretraining data: transfer), ``wall_s`` (first to
-last event of the pretraining, resumes included), ``device`` and ``versions``.
+wins, its data named when it differs from the pretraining data: transfer), ``wall_s``, ``device``
+and ``versions``.
+
+A run resumed (``--resume``, perhaps with a larger ``--epochs`` to extend it) has one *segment* per
+process: from its ``config`` (fresh start) or ``resume`` event to the last pretraining event before
+the next ``resume``. ``epochs`` is the epochs done over the epochs configured by the *latest*
+segment (the ``resume`` event records the new length), and ``wall_s`` is the sum of the segments'
+durations, so the idle time between an interrupted (or finished) run and its resume is not counted.
 """
 from __future__ import annotations
 
@@ -40,7 +46,9 @@ def run_summary(run) -> Dict[str, Any]:
         configured = (cfg.get("config") or {}).get("epochs")
     else:
         configured = None
-    train_ev = [e for e in events if e.get("event") in ("train", "epoch", "checkpoint", "config", "resume")]
+    for e in events:  # a resume may extend the run: the latest configured length wins
+        if e.get("event") == "resume" and e.get("epochs") is not None:
+            configured = e["epochs"]
     epochs_done = max((int(e["epoch"]) for e in events if e.get("event") == "epoch"), default=None)
     if epochs_done is not None or configured is not None:
         row["epochs"] = f"{epochs_done or 0}/{configured}" if configured is not None else str(epochs_done)
@@ -48,9 +56,9 @@ def run_summary(run) -> Dict[str, Any]:
     row["iterations"] = max(steps) if steps else None
     last_train = next((e for e in reversed(events) if e.get("event") == "train" and "loss" in e), None)
     row["final_loss"] = float(last_train["loss"]) if last_train else None
-    if train_ev:
-        times = [float(e["time"]) for e in train_ev if "time" in e]
-        row["wall_s"] = round(max(times) - min(times), 1) if len(times) > 1 else None
+    row["wall_s"] = _wall_seconds(events)
+    if cfg is None:  # an eval-only folder (e.g. a random-init baseline): the data it was evaluated on
+        row["data"] = next((e.get("data") for e in events if e.get("event") == "eval"), None)
     evals: Dict[str, Any] = {}
     for e in events:
         if e.get("event") != "eval" or e.get("top1") is None:
@@ -67,6 +75,23 @@ def run_summary(run) -> Dict[str, Any]:
         row["method"] = next((e.get("method") for e in events if e.get("event") == "eval"), None)
     row["evals"] = evals
     return row
+
+
+_TRAIN_EVENTS = ("config", "resume", "train", "epoch", "checkpoint")
+
+
+def _wall_seconds(events: Sequence[Dict[str, Any]]):
+    """Σ over segments (a ``config``/``resume`` event to the last pretraining event before the next
+    ``resume``) of last − first time; ``None`` with fewer than two timed pretraining events."""
+    segments: List[List[float]] = []
+    for e in events:
+        if e.get("event") not in _TRAIN_EVENTS or "time" not in e:
+            continue
+        if e["event"] in ("config", "resume") or not segments:
+            segments.append([])
+        segments[-1].append(float(e["time"]))
+    spans = [max(s) - min(s) for s in segments if len(s) > 1]
+    return round(sum(spans), 1) if spans else None
 
 
 def report_table(runs: Sequence) -> Tuple[List[str], List[Dict[str, Any]]]:

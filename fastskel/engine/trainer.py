@@ -334,7 +334,9 @@ class Trainer:
                        iterations_per_epoch=ipe, total_iterations=total, extra=self.extra,
                        device=_device_name(dev), versions=_versions())
         elif main:
-            logger.log("resume", step=start, checkpoint=str(resume))
+            # the configured length may have changed (--resume DIR --epochs N extends): `fastskel report` reads it here
+            logger.log("resume", step=start, checkpoint=str(resume), epochs=epochs, total_iterations=total,
+                       iterations_per_epoch=ipe)
 
         base = unwrap(model)
         after_step = getattr(base, "after_step", None)
@@ -384,6 +386,7 @@ class Trainer:
                                 nn.utils.clip_grad_norm_(model.parameters(), clip)
                             optimizer.step()
                         step += 1
+                        _test_kill_hook(step, self.dist.rank)
                         ep_loss += loss.detach().float()
                         ep_n += 1
                         if callable(after_step):
@@ -479,3 +482,13 @@ class Trainer:
                                   f"{total} ({int(self.config.epochs)} epochs); give --epochs of at least "
                                   f"{-(-int(st['iteration']) // ipe)} to continue it.")
 
+
+def _test_kill_hook(step: int, rank: int) -> None:
+    """Fault-injection for the restart test: ``FASTSKEL_TEST_KILL_AT_ITER=N`` SIGKILLs rank
+    ``FASTSKEL_TEST_KILL_RANK`` (default 1) right after iteration N, in the first attempt only
+    (``TORCHELASTIC_RESTART_COUNT`` 0), so a ``torchrun --max-restarts`` run restarts once."""
+    at = os.environ.get("FASTSKEL_TEST_KILL_AT_ITER")
+    if not at or step != int(at) or rank != int(os.environ.get("FASTSKEL_TEST_KILL_RANK", "1")):
+        return
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
