@@ -18,6 +18,10 @@ except Exception as exc:  # ImportError, or a broken install raising anything el
     HAS_TRITON = False
     IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
 
+if HAS_TRITON and INTERPRET:  # Triton 3.6's interpreter + NumPy >= 2.4: runtime loop bounds fail
+    from ._interpreter_compat import install as _install_interpreter_compat
+
+    _install_interpreter_compat()
 
 
 def device_guard(t):
