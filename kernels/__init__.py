@@ -37,6 +37,17 @@ def device_guard(t):
     return torch.cuda.device(t.device)
 
 
+def wrap_triton(kernel):
+    """``torch.library.wrap_triton(kernel)``; under the interpreter the kernel itself, as torch ≥ 2.12
+    does (torch 2.11 raises "wrap_triton only works on functions annotated with triton.jit" for the
+    interpreter's ``InterpretedFunction``; nothing is traced there)."""
+    if INTERPRET:
+        return kernel
+    from torch.library import wrap_triton as _wrap
+
+    return _wrap(kernel)
+
+
 def register_op(name: str, launcher, fake):
     """Register a Triton launcher as ``torch.ops.fastskel.<name>`` (same schema either way).
 
@@ -55,4 +66,4 @@ def register_op(name: str, launcher, fake):
     return torch.library.triton_op(qualname, launcher, mutates_args=())
 
 
-__all__ = ["HAS_TRITON", "IMPORT_ERROR", "INTERPRET", "device_guard", "register_op"]
+__all__ = ["HAS_TRITON", "IMPORT_ERROR", "INTERPRET", "device_guard", "register_op", "wrap_triton"]

@@ -71,9 +71,8 @@ from typing import List, Optional, Tuple
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
-from fastskel.kernels import INTERPRET, device_guard, register_op
+from fastskel.kernels import INTERPRET, device_guard, register_op, wrap_triton
 
 __all__ = ["AttentionFunction", "DTYPES", "HEAD_DIMS", "attention", "attention_bwd", "attention_fwd", "inv_freq",
            "unsupported"]
