@@ -27,9 +27,9 @@ def test_small_labels_state_the_small_shapes():
     assert _case("barlow_twins_loss", "asma").label(args, kw) == "asma B=8 D=64"
     args, kw = _case("attention", "amr-decoder").build(True, CPU, torch.float32)
     label = _case("attention", "amr-decoder").label(args, kw)
-    assert "q 2x2x5x16 kv 2x2x7x16" in label and "125" not in label
+    assert "q=2x2x5x16 kv=2x2x7x16" in label and "125" not in label
     args, kw = _case("attention", "amr-decoder").build(False, CPU, torch.float32)
-    assert "q 256x8x125x32 kv 256x8x75x32" in _case("attention", "amr-decoder").label(args, kw)
+    assert "q=256x8x125x32 kv=256x8x75x32" in _case("attention", "amr-decoder").label(args, kw)
     args, kw = _case("motion_frame_mask", "asma").build(True, CPU, torch.float32)
     assert _case("motion_frame_mask", "asma").label(args, kw) == "asma 4x3x16x25 k=3"
 

@@ -128,7 +128,7 @@ def _dropout_tail(small, device, dtype):
 
 def _attn_label(a, k) -> str:
     q, kk = a[0], a[1]
-    return f"q {_dims(q)} kv {_dims(kk)} (B x H x L x d)"
+    return f"q={_dims(q)} kv={_dims(kk)} (BxHxLxd)"
 
 
 def _conv_label(a, k) -> str:
@@ -146,7 +146,7 @@ CASES: List[Case] = [
     Case("focal_reconstruction_loss", "amr", _focal, (0,), BF),
     Case("barlow_twins_loss", "asma", _barlow, (0, 1), BF, describe=lambda a, k: f"B={a[0].shape[0]} D={a[0].shape[1]}"),
     Case("attention", "amr-decoder", _attn(125, 75, 256), (0, 1, 2), BF, describe=_attn_label),
-    Case("attention", "amr-decoder shared q", _attn(125, 75, 256, shared=True), (0, 1, 2), BF, describe=_attn_label),
+    Case("attention", "amr-decoder shared-queries", _attn(125, 75, 256, shared=True), (0, 1, 2), BF, describe=_attn_label),
     Case("attention", "amr-encoder", _attn(75, 75, 256), (0, 1, 2), BF, describe=_attn_label),
     Case("attention", "slim", _attn(205, 205, 128), (0, 1, 2), BF, describe=_attn_label),
     Case("graph_conv", "asma", _graph_conv(16, 16), (0, 2), describe=_conv_label),
