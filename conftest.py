@@ -4,6 +4,10 @@
 - ``pytest --benchmark``: only the benchmark suites (like ``--benchmark-only``), timed.
 - ``pytest benchmarks --benchmark-only``: the same, pytest-benchmark's own spelling.
 - ``pytest benchmarks --benchmark-disable``: every benchmark body runs once, untimed (CI smoke).
+
+After timed benchmarks, a table "reference vs fast path" follows pytest-benchmark's own: per
+benchmark the median of its group's reference, its own median and the ratio (reference / this),
+or "fast path = reference on this device" (see ``fastskel.engine.bench``).
 """
 
 
@@ -37,3 +41,15 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    try:
+        from fastskel.engine.bench import format_table, pytest_session_rows
+    except Exception:  # noqa: BLE001 — fastskel not importable: nothing to add
+        return
+    rows = pytest_session_rows(config)
+    if rows:
+        terminalreporter.write_sep("-", "reference vs fast path (medians; ratio = reference / this)")
+        for line in format_table(rows).splitlines():
+            terminalreporter.write_line(line)

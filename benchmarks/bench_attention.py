@@ -12,7 +12,8 @@ Shapes (bf16, no padding mask), one benchmark group each:
   8 heads, 205 tokens (cls + 4 registers unrotated, 200 patch tokens at temporal positions 0–7),
   d = 32, temporal RoPE. SDPA and the compiled reference rotate q, k with torch ops first.
 
-Implementations: ``fastskel`` (the Triton kernel; CUDA, or the interpreter with TRITON_INTERPRET=1),
+Implementations: ``fastskel`` (the Triton kernel; CUDA, or the interpreter with TRITON_INTERPRET=1
+untimed — a timed interpreter run is skipped),
 ``sdpa`` (default dispatch), ``sdpa_flash`` / ``sdpa_efficient`` / ``sdpa_cudnn`` (one SDPA backend
 forced; CUDA only, skipped where the backend rejects the shape), ``reference`` (explicit fp32
 softmax, eager) and ``reference_compiled`` (``torch.compile``; skipped in the CI smoke run).
@@ -26,6 +27,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _harness import skip_interpreted
 from fastskel.backend import triton_status
 from fastskel.ops import Rope, attention, reference
 
@@ -99,6 +101,8 @@ def test_attention_fwd_bwd(benchmark, shape, impl):
     bq, b, h, lq, lk, d, use_rope = SHAPES[shape]
     if impl == "fastskel" and not triton_status(DEVICE)[0]:
         pytest.skip(f"Triton cannot run here: {triton_status(DEVICE)[1]}")
+    if impl == "fastskel":
+        skip_interpreted(benchmark)
     if impl.startswith("sdpa_") and DEVICE != "cuda":
         pytest.skip("SDPA backend selection is benchmarked on CUDA only")
     if impl == "reference_compiled" and SMALL:

@@ -2,7 +2,8 @@
 against the Gram-form paths (PyTorch op on any device; Triton on CUDA or under TRITON_INTERPRET=1).
 
 Shapes (issue #6): B=128, D=6144 (ASMa's projector, batch 128) and B=256 / 1024, D=8192; fp32,
-"batchnorm". ``benchmark.extra_info`` holds shape, dtype, device, implementation and the peak
+"batchnorm". Timed Triton on a CPU (``TRITON_INTERPRET=1``) is skipped: it would time the
+interpreter for many minutes. ``benchmark.extra_info`` holds shape, dtype, device, implementation and the peak
 memory of one forward + backward above the inputs (``peak_mem_bytes``):
 
 - CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``.
@@ -22,6 +23,8 @@ import sys
 
 import pytest
 import torch
+
+from _harness import skip_interpreted
 
 SMALL = os.environ.get("FASTSKEL_BENCH_SMALL", "0") == "1"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -88,6 +91,8 @@ def test_barlow_twins_fwd_bwd(benchmark, b, d, impl):
 
     if impl == "triton" and not triton_status(DEVICE)[0]:
         pytest.skip(f"Triton cannot run on {DEVICE}: {triton_status(DEVICE)[1]}")
+    if impl == "triton":
+        skip_interpreted(benchmark)
     if impl == "reference_compiled" and SMALL:
         pytest.skip("torch.compile variant skipped in the FASTSKEL_BENCH_SMALL smoke run (compile time)")
     z1, z2 = _inputs(b, d, DEVICE)

@@ -7,7 +7,8 @@ under ``torch.compile``, and the Triton kernels (:mod:`fastskel.kernels.focal`),
 N=8192 to read bandwidth, next to a device-to-device copy of the same bytes (the yardstick).
 Arguments are validated outside the timed region for every variant.
 
-- Triton runs on CUDA (under ``TRITON_INTERPRET=1`` only in the tiny CI smoke shapes).
+- Triton runs on CUDA (under ``TRITON_INTERPRET=1`` only in the tiny CI smoke shapes, untimed:
+  a timed interpreter run is skipped with the reason).
 - On CUDA every timed call runs the op ``REPS`` times, then synchronises once.
   ``extra_info["GB/s"]`` = bytes that must move (inputs read + outputs written, once) / median.
 - ``torch.compile`` variants are skipped in the CI smoke (``FASTSKEL_BENCH_SMALL=1``) and, with the
@@ -40,7 +41,7 @@ def test_motion_energy_weights(benchmark, shape_name, impl):
         f = compile_or_skip(R.motion_energy_weights)
         fn = lambda: f(x, WINDOWS)
     else:
-        triton_or_skip()
+        triton_or_skip(benchmark)
         from fastskel.kernels import focal as K
 
         fn = lambda: K.motion_energy_weights(x, WINDOWS)
@@ -65,12 +66,12 @@ LOSS_CASES = [("amr", torch.float32, False), ("amr", torch.bfloat16, False), ("a
 LOSS_IDS = ["amr-fp32-w_elem", "amr-bf16-w_elem", "amr-fp32-w_patch", "large-fp32-w_elem"]
 
 
-def _loss_fn(impl):
+def _loss_fn(impl, benchmark):
     if impl == "reference":
         return R.focal_reconstruction_loss
     if impl == "compiled":
         return compile_or_skip(R.focal_reconstruction_loss)
-    triton_or_skip()
+    triton_or_skip(benchmark)
     from fastskel.kernels import focal as K
 
     return K.focal_reconstruction_loss
@@ -80,7 +81,7 @@ def _loss_fn(impl):
 @pytest.mark.parametrize("shape_name, dtype, per_patch", LOSS_CASES, ids=LOSS_IDS)
 def test_focal_loss_forward(benchmark, shape_name, dtype, per_patch, impl):
     pred, target, weight = _loss_inputs(shape_name, dtype, per_patch)
-    f = _loss_fn(impl)
+    f = _loss_fn(impl, benchmark)
     p = pred.detach()
     nbytes = 2 * p.numel() * p.element_size() + weight.numel() * weight.element_size()
     run(benchmark, lambda: f(p, target, weight),
@@ -92,7 +93,7 @@ def test_focal_loss_forward(benchmark, shape_name, dtype, per_patch, impl):
 @pytest.mark.parametrize("shape_name, dtype, per_patch", LOSS_CASES, ids=LOSS_IDS)
 def test_focal_loss_forward_backward(benchmark, shape_name, dtype, per_patch, impl):
     pred, target, weight = _loss_inputs(shape_name, dtype, per_patch)
-    f = _loss_fn(impl)
+    f = _loss_fn(impl, benchmark)
 
     def step():
         pred.grad = None

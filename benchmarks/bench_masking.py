@@ -7,7 +7,8 @@ next to a device-to-device copy of the same tensor (the bandwidth yardstick). Ar
 (whose NaN / length checks synchronise) is outside the timed region for every variant: the
 reference and kernel functions are called with validated arguments.
 
-- Triton runs on CUDA (under ``TRITON_INTERPRET=1`` only in the tiny CI smoke shapes).
+- Triton runs on CUDA (under ``TRITON_INTERPRET=1`` only in the tiny CI smoke shapes, untimed:
+  a timed interpreter run is skipped with the reason).
 - On CUDA every timed call runs the op ``REPS`` times, then synchronises once; compare medians
   of one file run. ``extra_info["GB/s"]`` = bytes that must move (inputs read + outputs written,
   once) / median; for the copy it is 2 × the tensor bytes.
@@ -49,7 +50,7 @@ def test_frame_motion(benchmark, shape_name, impl):
         f = compile_or_skip(R.frame_motion)
         fn = lambda: f(x)
     else:
-        triton_or_skip()
+        triton_or_skip(benchmark)
         from fastskel.kernels import motion as K
 
         fn = lambda: K.frame_motion(x)
@@ -69,7 +70,7 @@ def test_motion_frame_mask(benchmark, shape_name, impl):
         f = compile_or_skip(R.motion_frame_mask)
         fn = lambda: f(x, k, True)
     else:
-        triton_or_skip()
+        triton_or_skip(benchmark)
         from fastskel.kernels import motion as K
 
         fn = lambda: K.motion_frame_mask(x, k, True)
@@ -96,7 +97,7 @@ def test_degree_joint_mask(benchmark, shape_name, impl):
         f = compile_or_skip(lambda x: R.degree_joint_mask(x, nsel, log_p, torch.rand(n_, v, device=x.device)))
         fn = lambda: f(x)
     else:
-        triton_or_skip()
+        triton_or_skip(benchmark)
         from fastskel.kernels import joint_mask as K
 
         fn = lambda: K.degree_joint_mask(x, nsel, log_p, noise())

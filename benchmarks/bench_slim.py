@@ -25,6 +25,8 @@ import time
 import pytest
 import torch
 
+from _harness import skip_interpreted
+
 SMALL = os.environ.get("FASTSKEL_BENCH_SMALL", "0") == "1"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 STEP_BATCH = 128 if DEVICE == "cuda" else int(os.environ.get("FASTSKEL_SLIM_CPU_BATCH", "8"))
@@ -236,6 +238,8 @@ def test_rope_attention(benchmark, backend):
         attention(q[:1, :, :8], k[:1, :, :8], v[:1, :, :8], rope=Rope(pos[:8], pos[:8]), backend=backend)
     except BackendUnavailableError as e:
         pytest.skip(f"{backend} attention unavailable here: {e}")
+    if backend == "triton":
+        skip_interpreted(benchmark)
 
     def run():
         out = attention(q, k, v, rope=rope, backend=backend)

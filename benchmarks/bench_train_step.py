@@ -23,6 +23,7 @@ import time
 import pytest
 import torch
 
+from _harness import auto_is_reference
 from fastskel.methods.amr import AMR, AMRConfig, MAMP, MAMPConfig
 
 SMALL = os.environ.get("FASTSKEL_BENCH_SMALL", "0") == "1"
@@ -97,6 +98,10 @@ def test_train_step(benchmark, _threads, name, cls, kw, backend):
 
     cfg = model.config
     info = benchmark.extra_info
+    # "auto" on a CPU runs the reference ops (AMR/MAMP have no _C kernels): no speedup to claim
+    info["reference"] = name.split("-")[0] + "-torch"
+    info["fast_path_is_reference"] = backend == "auto" and auto_is_reference(
+        "attention", "focal_reconstruction_loss", "motion_energy_weights")
     info.update(variant=name, backend=backend, device=DEVICE, threads=torch.get_num_threads(),
                 dtype="bf16 autocast" if DEVICE == "cuda" else "fp32",
                 batch=f"{ACTIONS} actions x 2 bodies, raw T={RAW_T}, resized T={cfg.num_frames}",

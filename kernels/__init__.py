@@ -18,6 +18,10 @@ except Exception as exc:  # ImportError, or a broken install raising anything el
     HAS_TRITON = False
     IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
 
+if HAS_TRITON and INTERPRET:  # Triton 3.6's interpreter + NumPy >= 2.4: runtime loop bounds fail
+    from ._interpreter_compat import install as _install_interpreter_compat
+
+    _install_interpreter_compat()
 
 
 def device_guard(t):
@@ -31,6 +35,17 @@ def device_guard(t):
     if t.device.type != "cuda" or torch.compiler.is_compiling():
         return contextlib.nullcontext()
     return torch.cuda.device(t.device)
+
+
+def wrap_triton(kernel):
+    """``torch.library.wrap_triton(kernel)``; under the interpreter the kernel itself, as torch ≥ 2.12
+    does (torch 2.11 raises "wrap_triton only works on functions annotated with triton.jit" for the
+    interpreter's ``InterpretedFunction``; nothing is traced there)."""
+    if INTERPRET:
+        return kernel
+    from torch.library import wrap_triton as _wrap
+
+    return _wrap(kernel)
 
 
 def register_op(name: str, launcher, fake):
@@ -51,4 +66,4 @@ def register_op(name: str, launcher, fake):
     return torch.library.triton_op(qualname, launcher, mutates_args=())
 
 
-__all__ = ["HAS_TRITON", "IMPORT_ERROR", "INTERPRET", "device_guard", "register_op"]
+__all__ = ["HAS_TRITON", "IMPORT_ERROR", "INTERPRET", "device_guard", "register_op", "wrap_triton"]

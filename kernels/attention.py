@@ -71,9 +71,8 @@ from typing import List, Optional, Tuple
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
-from fastskel.kernels import INTERPRET, device_guard, register_op
+from fastskel.kernels import INTERPRET, device_guard, register_op, wrap_triton
 
 __all__ = ["AttentionFunction", "DTYPES", "HEAD_DIMS", "attention", "attention_bwd", "attention_fwd", "inv_freq",
            "unsupported"]
@@ -84,6 +83,11 @@ MAX_FUSED_KEYS = 256         # the fused backward keeps every key of a pair in o
 MAX_FUSED_KEY_ELEMS = 4096   # ... while BLOCK_N · d stays within this many elements (registers)
 AUTOTUNE = os.environ.get("FASTSKEL_ATTN_AUTOTUNE", "1") != "0"   # "0": heuristic configs, no tuning
 CONFIG_OVERRIDE: Optional[dict] = None   # {"fwd" | "bwd_fused" | "bwd_tiled": {meta-parameters}}
+# Triton before 3.9 (3.6: the GPU image's) keeps more of the RoPE backward's rotate-half live: every
+# 32-64 x 32-64 tiled-backward tile spills on sm_80 in bf16 (ptxas; 1,916 B at 64 x 64, 8 warps),
+# 16 x 64 with 4 warps and 1 stage does not, so that is the RoPE default there (and a tuning option).
+_TRITON_VERSION = tuple(int(p) for p in triton.__version__.split("+")[0].split(".")[:2] if p.isdigit())
+_ROPE_BWD_TILED_OLD = dict(BLOCK_M=16, BLOCK_N=64, num_warps=4, num_stages=1)
 
 
 # --------------------------------------------------------------------------- device helpers
@@ -393,9 +397,18 @@ def _bwd_fused_space(lq: int, lk: int, d: int) -> List[dict]:
 def _bwd_tiled_space(lq: int, lk: int, d: int) -> List[dict]:
     if d <= 64:   # (BLOCK_M, BLOCK_N, warps, stages) that compile for sm_90 without spilling (ptxas)
         cands = [(64, 64, 8, 2), (64, 64, 4, 2), (64, 64, 8, 3), (32, 64, 8, 2), (64, 128, 8, 2), (64, 128, 8, 3)]
+        if _TRITON_VERSION < (3, 9):
+            cands.append(tuple(_ROPE_BWD_TILED_OLD.values()))
     else:
         cands = [(32, 64, 8, 2), (32, 64, 4, 2), (32, 64, 8, 3)]
     return [dict(BLOCK_M=m, BLOCK_N=n, num_warps=w, num_stages=s) for m, n, w, s in cands]
+
+
+def _bwd_tiled_default_first(space: List[dict], rope: bool, d: int) -> List[dict]:
+    """RoPE on Triton < 3.9: the config that does not spill there first (see _ROPE_BWD_TILED_OLD)."""
+    if rope and d <= 64 and _TRITON_VERSION < (3, 9):
+        return [_ROPE_BWD_TILED_OLD] + [c for c in space if c != _ROPE_BWD_TILED_OLD]
+    return space
 
 
 def _bucket(n: int) -> int:
@@ -558,8 +571,8 @@ def _bwd_impl(do, q, k, v, o, lse, key_padding_mask, q_pos, k_pos, inv_freq_, sc
                     *qs, *_s3(k), *_s3(v), *_s3(do), *tail)
             grid = lambda meta: (b * h, max(triton.cdiv(lk, meta["BLOCK_N"]),  # noqa: E731
                                             triton.cdiv(lq, meta["BLOCK_M"])))
-            _launch("bwd_tiled", _attn_bwd_tiled, _bwd_tiled_tuned, _bwd_tiled_space(lq, lk, d), grid, args,
-                    common_kw, traced)
+            space = _bwd_tiled_default_first(_bwd_tiled_space(lq, lk, d), rope, d)
+            _launch("bwd_tiled", _attn_bwd_tiled, _bwd_tiled_tuned, space, grid, args, common_kw, traced)
         if bcast:
             dq = dq.to(q.dtype)
         return dq, dk, dv

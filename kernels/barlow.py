@@ -36,9 +36,9 @@ from typing import Tuple
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from . import INTERPRET, device_guard
+from . import INTERPRET, device_guard, wrap_triton
 
 EPS_BN = tl.constexpr(1e-5)   # tl.constexpr: a plain float global cannot be read by a compiled kernel
 EPS_COS = tl.constexpr(1e-12)

@@ -36,9 +36,8 @@ from typing import List, Optional, Tuple
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
-from . import INTERPRET, device_guard, register_op
+from . import INTERPRET, device_guard, register_op, wrap_triton
 
 _TILE = 16384 if INTERPRET else 4096
 _MAX_SCALES = 4

@@ -30,9 +30,8 @@ from typing import Tuple
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
-from . import INTERPRET, device_guard, register_op
+from . import INTERPRET, device_guard, register_op, wrap_triton
 
 _TILE = 65536 if INTERPRET else 4096  # elements per program tile (the interpreter pays per program)
 

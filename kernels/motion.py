@@ -34,9 +34,8 @@ from typing import Optional, Tuple
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
-from . import INTERPRET, device_guard, register_op
+from . import INTERPRET, device_guard, register_op, wrap_triton
 
 _TILE = 2 ** 18 if INTERPRET else 4096  # elements of the largest tile per program (the interpreter pays per op)
 

@@ -310,7 +310,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> graph_conv_backward_c
   const at::Tensor x3 = xf.view({N, Cin, TV}), gy3 = gyf.view({N, Cout, TV});
   const at::Tensor wk = wf.view({K, Cout, Cin});
   const at::Tensor bf = has_bias ? bias_->to(ct).view({K, Cout}) : at::Tensor();
-  const at::Tensor gys = gyf.sum({0, 2});  // (C_out, V)
+  const at::Tensor gys = gyf.sum(at::IntArrayRef{0, 2});  // (C_out, V); a bare {0, 2} is ambiguous (DimnameList) for nvcc 13
   if (mask[2]) {
     at::Tensor gwf = at::empty({K, Cout, Cin}, xf.options());
     for (int64_t k = 0; k < K; ++k) {

@@ -1,7 +1,8 @@
 """``fastskel bench``: run the pytest-benchmark suites and write a results table.
 
 Runs ``python -m pytest <benchmarks> --benchmark-only --benchmark-json=<tmp>`` in a subprocess,
-then writes ``<out>/<device>-<date>.json`` (the raw pytest-benchmark JSON plus a ``fastskel``
+then prints the table and, with ``--out`` (default: ``benchmarks/results`` when run from a fastskel
+checkout, else nothing is written), writes ``<out>/<device>-<date>.json`` (the raw pytest-benchmark JSON plus a ``fastskel``
 block: device, torch, triton, CUDA versions, date) and ``<out>/<device>-<date>.md``: one row per
 benchmark with its shape, dtype, median and the ratio to the reference of its group.
 
@@ -13,6 +14,8 @@ Grouping and reference, from what each benchmark records:
   ``"torch"``/``"reference"``, else a parameter id saying ``torch``/``reference``/``ref``; a row is
   compared with the reference of the same parameters but the implementation (``impl``/``backend``/
   ``variant``), else of the same shape and dtype; ratio = reference median / row median (> 1: faster).
+A row whose ``extra_info["fast_path_is_reference"]`` is true says "fast path = reference on this
+device" instead of a ratio (e.g. backend "auto" resolving to the reference ops on a CPU).
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["BenchError", "find_benchmarks_dir", "run_benchmarks", "summarize", "format_markdown"]
+__all__ = ["BenchError", "SAME_AS_REFERENCE", "find_benchmarks_dir", "run_benchmarks", "summarize", "format_table",
+           "format_markdown", "pytest_session_rows"]
 
 REF_NAMES = ("torch", "reference", "ref", "eager")
 
@@ -101,8 +105,14 @@ IMPL_KEYS = ("impl", "backend", "variant")
 
 
 def _match_ref(b: Dict[str, Any], refs: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-    """The reference with the same parameters but the implementation (e.g. same shape/dtype/options,
+    """``extra_info["reference"]`` (the reference's ``variant`` or parameter id) when given, else the
+    reference with the same parameters but the implementation (e.g. same shape/dtype/options,
     ``impl="reference"``), else the same shape and dtype, else the group's first reference."""
+    want = _info(b).get("reference")   # a benchmark may name its reference's variant / parameter id
+    if want:
+        for r in refs:
+            if want in (r.get("param"), _info(r).get("variant")):
+                return r
     params = {k: v for k, v in (b.get("params") or {}).items() if k not in IMPL_KEYS}
     for r in refs:
         if params and {k: v for k, v in (r.get("params") or {}).items() if k not in IMPL_KEYS} == params:
@@ -113,8 +123,13 @@ def _match_ref(b: Dict[str, Any], refs: List[Dict[str, Any]]) -> Optional[Dict[s
     return refs[0] if refs else None
 
 
+SAME_AS_REFERENCE = "fast path = reference on this device"
+
+
 def summarize(data: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Rows ``{benchmark, group, shape, dtype, device, median_ms, ratio}`` from pytest-benchmark JSON."""
+    """Rows ``{benchmark, group, shape, dtype, device, median_ms, reference_ms, ratio, note, reference}``
+    from pytest-benchmark JSON. A benchmark whose ``extra_info["fast_path_is_reference"]`` is true
+    (e.g. backend "auto" resolving to the reference ops on a CPU) gets no ratio and ``note`` says so."""
     benches = data.get("benchmarks", [])
     groups: Dict[str, List[Dict[str, Any]]] = {}
     for b in benches:
@@ -123,36 +138,52 @@ def summarize(data: Dict[str, Any]) -> List[Dict[str, Any]]:
     for g, items in groups.items():
         refs = [b for b in items if _is_ref(b)]
         for b in items:
-            ref = b if b in refs else _match_ref(b, refs)
+            is_ref = b in refs
+            ref = b if is_ref else _match_ref(b, refs)
             med = float(b["stats"]["median"])
-            ratio = float(ref["stats"]["median"]) / med if ref is not None and med > 0 else None
+            ref_med = float(ref["stats"]["median"]) if ref is not None else None
+            same = bool(_info(b).get("fast_path_is_reference")) and not is_ref
+            ratio = ref_med / med if ref_med is not None and med > 0 and not same else None
+            note = "reference" if is_ref else (SAME_AS_REFERENCE if same else ("" if ref else "no reference"))
             rows.append({"benchmark": b.get("name"), "group": g, "shape": _shape(b),
                          "dtype": str(_info(b).get("dtype", "")), "device": str(_info(b).get("device", "")),
-                         "median_ms": med * 1e3, "ratio": ratio, "reference": ref.get("name") if ref else None})
+                         "median_ms": med * 1e3, "reference_ms": None if ref_med is None else ref_med * 1e3,
+                         "ratio": ratio, "note": note, "reference": ref.get("name") if ref else None})
     return rows
+
+
+def format_table(rows: List[Dict[str, Any]]) -> str:
+    """One Markdown row per benchmark: its reference's median, its own, ratio = reference / this."""
+    lines = ["| benchmark | group | shape | dtype | reference (ms) | median (ms) | ratio (reference / this) |",
+             "|---|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        ref = "—" if r.get("reference_ms") is None else f"{r['reference_ms']:.4g}"
+        if r["ratio"] is None:
+            ratio = r.get("note") or "—"
+        else:
+            ratio = f"{r['ratio']:.2f}x" + (" (reference)" if r.get("note") == "reference" else "")
+        lines.append(f"| {r['benchmark']} | {r['group']} | {r['shape']} | {r['dtype']} | {ref} | "
+                     f"{r['median_ms']:.4g} | {ratio} |")
+    return "\n".join(lines)
 
 
 def format_markdown(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
     lines = [f"# fastskel benchmarks — {meta['device']}, {meta['date']}", "",
              f"torch {meta['torch']}, triton {meta['triton']}, CUDA {meta['cuda']}, fastskel {meta['fastskel']}, "
              f"python {meta['python']}", "",
-             "Ratio = median of the group's reference / median of the row (> 1: faster than the reference).", "",
-             "| benchmark | group | shape | dtype | median (ms) | ratio vs reference |",
-             "|---|---|---|---|---:|---:|"]
-    for r in rows:
-        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "—"
-        lines.append(f"| {r['benchmark']} | {r['group']} | {r['shape']} | {r['dtype']} | "
-                     f"{r['median_ms']:.4g} | {ratio} |")
+             "Ratio = median of the group's reference / median of the row (> 1: faster than the reference); "
+             f"\"{SAME_AS_REFERENCE}\": the row runs the reference ops here, no speedup to report.", "",
+             format_table(rows)]
     return "\n".join(lines) + "\n"
 
 
-def run_benchmarks(benchmarks: Optional[str] = None, out: str = "benchmarks/results", small: bool = False,
+def run_benchmarks(benchmarks: Optional[str] = None, out: Optional[str] = None, small: bool = False,
                    keyword: Optional[str] = None, extra_args: Sequence[str] = (),
-                   timeout: Optional[float] = None) -> Tuple[Path, Path, List[Dict[str, Any]]]:
-    """Run the suites, write ``<out>/<device>-<date>.json`` + ``.md``; return their paths and rows."""
+                   timeout: Optional[float] = None
+                   ) -> Tuple[Optional[Path], Optional[Path], List[Dict[str, Any]], str]:
+    """Run the suites; return ``(json path, md path, rows, markdown)``. With ``out`` the results go
+    to ``<out>/<device>-<date>.json`` + ``.md``; without it nothing is written (paths ``None``)."""
     bdir = find_benchmarks_dir(benchmarks).resolve()
-    outdir = Path(out)
-    outdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if small:
         env["FASTSKEL_BENCH_SMALL"] = "1"
@@ -176,8 +207,29 @@ def run_benchmarks(benchmarks: Optional[str] = None, out: str = "benchmarks/resu
     meta = {"device": name, "date": date, "small": small, **_versions()}
     data["fastskel"] = meta
     rows = summarize(data)
+    text = format_markdown(rows, meta)
+    if out is None:
+        return None, None, rows, text
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
     stem = outdir / f"{tag}-{date}"
     jpath, mpath = stem.with_suffix(".json"), stem.with_suffix(".md")
     jpath.write_text(json.dumps(data, indent=1))
-    mpath.write_text(format_markdown(rows, meta))
-    return jpath, mpath, rows
+    mpath.write_text(text)
+    return jpath, mpath, rows, text
+
+
+def pytest_session_rows(config) -> List[Dict[str, Any]]:
+    """:func:`summarize` rows of the benchmarks timed in this pytest session (none when
+    pytest-benchmark is absent or ``--benchmark-disable``): the root conftest prints them."""
+    bs = getattr(config, "_benchmarksession", None)
+    if bs is None or getattr(bs, "disabled", True):
+        return []
+    benches = []
+    for b in getattr(bs, "benchmarks", []):
+        if getattr(b, "has_error", False) or not getattr(b, "stats", None):
+            continue
+        d = b.as_dict(include_data=False)
+        if d.get("stats", {}).get("median") is not None:
+            benches.append(d)
+    return summarize({"benchmarks": benches})

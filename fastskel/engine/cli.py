@@ -489,21 +489,24 @@ def cmd_export(args) -> int:
 # ------------------------------------------------------------------------------------- bench
 def cmd_bench(args) -> int:
     from .bench import BenchError, run_benchmarks
+    from .profile import repo_results_dir
 
+    out = args.out or repo_results_dir()   # never a new ./benchmarks/results
     try:
-        jpath, mpath, rows = run_benchmarks(args.benchmarks, args.out, small=args.small, keyword=args.keyword,
-                                            extra_args=args.pytest_args)
+        jpath, mpath, rows, text = run_benchmarks(args.benchmarks, out, small=args.small, keyword=args.keyword,
+                                                  extra_args=args.pytest_args)
     except BenchError as e:
         raise CLIError(str(e)) from None
-    print(mpath.read_text())
-    print(f"[fastskel] wrote {jpath} and {mpath}")
+    print(text)
+    if mpath is not None:
+        print(f"[fastskel] wrote {jpath} and {mpath}")
     return 0
 
 
 # ------------------------------------------------------------------------------------- profile
 def cmd_profile(args) -> int:
     from .distributed import resolve_device
-    from .profile import format_table, profile_ops, write_results
+    from .profile import format_table, profile_ops, repo_results_dir, write_results
 
     dev = resolve_device(args.device)
     dtypes = [d.strip() for d in args.dtype.split(",")] if args.dtype else None
@@ -512,8 +515,9 @@ def cmd_profile(args) -> int:
     if not rows:
         raise CLIError(f"profile: no case of {args.op!r} matches --dtype {args.dtype}")
     print(format_table(rows))
-    if not args.no_save:
-        js, md = write_results(rows, Path(args.out), f"profile-{args.op}-", dev)
+    out = Path(args.out) if args.out else repo_results_dir()   # never a new ./benchmarks/results
+    if not args.no_save and out is not None:
+        js, md = write_results(rows, out, f"profile-{args.op}-", dev)
         print(f"[fastskel] wrote {js} and {md}")
     return 0
 
@@ -632,9 +636,10 @@ def register(sub) -> None:
     p.add_argument("--rtol", type=float, default=1e-4, help="... plus rtol × max|logits| (default: 1e-4)")
     p.set_defaults(func=_guard(cmd_export))
 
-    p = sub.add_parser("bench", help="run the benchmark suites, write benchmarks/results/<device>-<date>.json + .md")
+    p = sub.add_parser("bench", help="run the benchmark suites, print reference vs fast-path medians (--out: also .json + .md)")
     p.add_argument("--benchmarks", metavar="DIR", help="suite directory (default: ./benchmarks)")
-    p.add_argument("--out", default="benchmarks/results", help="results directory (default: benchmarks/results)")
+    p.add_argument("--out", help="write <device>-<date>.{json,md} here (default: benchmarks/results when run "
+                   "from a fastskel checkout, else print only)")
     p.add_argument("--small", action="store_true", help="tiny shapes (FASTSKEL_BENCH_SMALL=1)")
     p.add_argument("-k", dest="keyword", help="pytest -k expression selecting benchmarks")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments")
@@ -647,6 +652,7 @@ def register(sub) -> None:
     p.add_argument("--dtype", help="comma list: float32,bfloat16 (default: float32, + bfloat16 on CUDA)")
     p.add_argument("--min-time", type=float, default=0.2, help="seconds of timing per measurement (default: 0.2)")
     p.add_argument("--no-backward", action="store_true", help="forward only")
-    p.add_argument("--out", default="benchmarks/results", help="results directory (default: benchmarks/results)")
+    p.add_argument("--out", help="write profile-<op>-<device>-<date>.{json,md} here (default: benchmarks/results "
+                   "when run from a fastskel checkout, else print only)")
     p.add_argument("--no-save", action="store_true", help="print only")
     p.set_defaults(func=_guard(cmd_profile))

@@ -5,6 +5,11 @@ bodies, T=120, 750 tokens, 75 visible, 125 queries, d=32 × 8 heads; SLiM 205 to
 gives tiny shapes (a smoke run). Each case is timed forward, and forward + backward where the op
 is differentiable, with :class:`torch.utils.benchmark.Timer` (``blocked_autorange``: warm-up, CUDA
 synchronisation, the median of blocks). Ratio = reference median / fast-path median (> 1: faster).
+Where "auto" resolves to the reference on the device (e.g. an op without a ``_C`` kernel on a CPU)
+the fast path is not timed again: the row says "fast path = reference on this device".
+Row labels are the case's method plus the shapes actually built (``--small`` rows say their size).
+Results are printed; they are written only to ``--out DIR``, or to ``benchmarks/results`` when run
+from a fastskel source checkout (:func:`repo_results_dir`).
 """
 from __future__ import annotations
 
@@ -18,16 +23,27 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["CASES", "profile_op", "profile_ops", "format_table", "device_tag", "versions"]
+__all__ = ["CASES", "SAME_AS_REFERENCE", "profile_op", "profile_ops", "format_table", "device_tag", "versions",
+           "repo_results_dir", "resolved_backend", "write_results"]
+
+
+def _dims(t: torch.Tensor) -> str:
+    return "x".join(map(str, t.shape))
 
 
 @dataclass
 class Case:
+    """``name``: the method/layer the case stands for; the row's label adds the shapes actually built
+    (:meth:`label`), so ``--small`` rows never carry the paper shapes' numbers."""
     op: str
     name: str
     build: Callable[[bool, torch.device, torch.dtype], Tuple[tuple, dict]]
     grad_args: Tuple[int, ...] = ()          # positional args that get requires_grad for fwd+bwd
     dtypes: Tuple[torch.dtype, ...] = (torch.float32,)
+    describe: Optional[Callable[[tuple, dict], str]] = None   # (args, kwargs) -> shape text
+
+    def label(self, args: tuple, kw: dict) -> str:
+        return f"{self.name} {(self.describe or (lambda a, k: _dims(a[0])))(args, kw)}"
 
 
 def _lengths(n: int, t: int, device, g) -> torch.Tensor:
@@ -110,22 +126,35 @@ def _dropout_tail(small, device, dtype):
     return (x, torch.randn(x.shape, generator=g).to(device=device, dtype=dtype)), {"p": 0.5}
 
 
+def _attn_label(a, k) -> str:
+    q, kk = a[0], a[1]
+    return f"q={_dims(q)} kv={_dims(kk)} (BxHxLxd)"
+
+
+def _conv_label(a, k) -> str:
+    x, w = a[0], a[2]
+    n, c, t, v = x.shape
+    return f"{n}x{c}x{t}x{v} C_out={w.shape[0] // a[1].shape[0]}"
+
+
 BF = (torch.float32, torch.bfloat16)
 CASES: List[Case] = [
-    Case("frame_motion", "asma 256x3x50x25", _motion),
-    Case("motion_frame_mask", "asma k=10", _frame_mask, (0,)),
-    Case("degree_joint_mask", "asma n=9", _joint_mask, (0,)),
-    Case("motion_energy_weights", "amr 256x3x120x25", _energy),
-    Case("focal_reconstruction_loss", "amr 256x125x72", _focal, (0,), BF),
-    Case("barlow_twins_loss", "asma 128x6144", _barlow, (0, 1), BF),
-    Case("attention", "amr-decoder q125 kv75", _attn(125, 75, 256), (0, 1, 2), BF),
-    Case("attention", "amr-decoder shared q", _attn(125, 75, 256, shared=True), (0, 1, 2), BF),
-    Case("attention", "amr-encoder 75 tokens", _attn(75, 75, 256), (0, 1, 2), BF),
-    Case("attention", "slim 205 tokens", _attn(205, 205, 128), (0, 1, 2), BF),
-    Case("graph_conv", "asma c16", _graph_conv(16, 16), (0, 2)),
-    Case("graph_conv", "st-gcn c64", _graph_conv(64, 64), (0, 2)),
-    Case("dropout_add_relu", "asma block tail 3x256x16x50x25", _dropout_tail, (0, 1)),
+    Case("frame_motion", "asma", _motion),
+    Case("motion_frame_mask", "asma", _frame_mask, (0,), describe=lambda a, k: f"{_dims(a[0])} k={a[1]}"),
+    Case("degree_joint_mask", "asma", _joint_mask, (0,), describe=lambda a, k: f"{_dims(a[0])} n={a[1]}"),
+    Case("motion_energy_weights", "amr", _energy),
+    Case("focal_reconstruction_loss", "amr", _focal, (0,), BF),
+    Case("barlow_twins_loss", "asma", _barlow, (0, 1), BF, describe=lambda a, k: f"B={a[0].shape[0]} D={a[0].shape[1]}"),
+    Case("attention", "amr-decoder", _attn(125, 75, 256), (0, 1, 2), BF, describe=_attn_label),
+    Case("attention", "amr-decoder shared-queries", _attn(125, 75, 256, shared=True), (0, 1, 2), BF, describe=_attn_label),
+    Case("attention", "amr-encoder", _attn(75, 75, 256), (0, 1, 2), BF, describe=_attn_label),
+    Case("attention", "slim", _attn(205, 205, 128), (0, 1, 2), BF, describe=_attn_label),
+    Case("graph_conv", "asma", _graph_conv(16, 16), (0, 2), describe=_conv_label),
+    Case("graph_conv", "st-gcn", _graph_conv(64, 64), (0, 2), describe=_conv_label),
+    Case("dropout_add_relu", "asma block tail", _dropout_tail, (0, 1)),
 ]
+
+SAME_AS_REFERENCE = "fast path = reference on this device"
 
 
 def op_names() -> List[str]:
@@ -155,7 +184,8 @@ def versions() -> Dict[str, str]:
     return v
 
 
-def _resolved(op: str, device: torch.device) -> str:
+def resolved_backend(op: str, device: torch.device) -> str:
+    """The backend "auto" picks for ``op`` on ``device`` ("triton" | "cpp" | "torch"; "?" if unknown)."""
     from fastskel.backend import resolve
 
     mod = {"frame_motion": "motion", "motion_frame_mask": "motion", "degree_joint_mask": "joint_mask",
@@ -186,7 +216,8 @@ def _scalarize(out) -> torch.Tensor:
 def profile_op(op: str, small: bool = False, device: str | torch.device = "auto",
                dtypes: Optional[Sequence[str]] = None, min_run_time: float = 0.2,
                backward: bool = True) -> List[Dict[str, Any]]:
-    """Rows ``{op, case, pass, shape, dtype, device, backend, reference_ms, fast_ms, ratio}``."""
+    """Rows ``{op, case, pass, shape, dtype, device, backend, reference_ms, fast_ms, ratio, note}``;
+    ``fast_ms``/``ratio`` are ``None`` (and ``note`` says so) where the fast path is the reference."""
     from fastskel import ops
 
     cases = [c for c in CASES if c.op == op]
@@ -205,11 +236,13 @@ def profile_op(op: str, small: bool = False, device: str | torch.device = "auto"
             if dtype == torch.bfloat16 and dev.type == "cpu" and want is None:
                 continue  # bf16 rows are for GPUs unless asked for
             args, kw = case.build(small, dev, dtype)
-            shape = "x".join(map(str, args[0].shape))
+            shape = _dims(args[0])
+            resolved = resolved_backend(op, dev)
+            same = resolved == "torch"   # "auto" runs the reference itself: timing it twice says nothing
             passes = [("fwd", False)] + ([("fwd+bwd", True)] if backward and case.grad_args else [])
             for pname, bwd in passes:
                 res = {}
-                for backend in ("torch", "auto"):
+                for backend in ("torch",) if same else ("torch", "auto"):
                     a = [t.detach().clone().requires_grad_(True) if (bwd and i in case.grad_args) else t
                          for i, t in enumerate(args)]
 
@@ -219,10 +252,12 @@ def profile_op(op: str, small: bool = False, device: str | torch.device = "auto"
                             _scalarize(out).backward()
                         return out
                     res[backend] = _time(run, min_run_time) * 1e3
-                rows.append({"op": op, "case": case.name, "pass": pname, "shape": shape, "dtype": dname,
-                             "device": dev.type, "backend": _resolved(op, dev),
-                             "reference_ms": res["torch"], "fast_ms": res["auto"],
-                             "ratio": res["torch"] / res["auto"] if res["auto"] > 0 else float("nan")})
+                fast = res.get("auto")
+                rows.append({"op": op, "case": case.label(args, kw), "pass": pname, "shape": shape, "dtype": dname,
+                             "device": dev.type, "backend": resolved,
+                             "reference_ms": res["torch"], "fast_ms": fast,
+                             "ratio": None if fast is None else (res["torch"] / fast if fast > 0 else float("nan")),
+                             "note": SAME_AS_REFERENCE if same else ""})
     return rows
 
 
@@ -240,9 +275,26 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
     sep = "|---|---|---|---|---|---|---|---:|---:|---:|"
     lines = [head, sep]
     for r in rows:
+        if r.get("fast_ms") is None:   # the fast path is the reference here: no speedup to report
+            fast, ratio = "= reference", r.get("note") or SAME_AS_REFERENCE
+        else:
+            fast, ratio = f"{r['fast_ms']:.4g}", f"{r['ratio']:.2f}x"
         lines.append(f"| {r['op']} | {r['case']} | {r['pass']} | {r['shape']} | {r['dtype']} | {r['device']} | "
-                     f"{r['backend']} | {r['reference_ms']:.4g} | {r['fast_ms']:.4g} | {r['ratio']:.2f}x |")
+                     f"{r['backend']} | {r['reference_ms']:.4g} | {fast} | {ratio} |")
     return "\n".join(lines)
+
+
+def repo_results_dir(cwd: Optional[Path] = None) -> Optional[Path]:
+    """``<cwd>/benchmarks/results`` when ``cwd`` is a fastskel source checkout (its pyproject.toml
+    names fastskel and benchmarks/results exists), else ``None``: results are then only printed,
+    unless ``--out`` names a directory (no ``benchmarks/results`` appears in a user's directory)."""
+    cwd = Path.cwd() if cwd is None else Path(cwd)
+    res = cwd / "benchmarks" / "results"
+    try:
+        named = 'name = "fastskel"' in (cwd / "pyproject.toml").read_text()
+    except OSError:
+        return None
+    return res if named and res.is_dir() else None
 
 
 def write_results(rows: List[Dict[str, Any]], out: Path, prefix: str, device: torch.device) -> Tuple[Path, Path]:
@@ -256,6 +308,7 @@ def write_results(rows: List[Dict[str, Any]], out: Path, prefix: str, device: to
     js.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     md.write_text(f"# fastskel profile — {meta['device']}, {date}\n\n"
                   f"torch {meta['torch']}, triton {meta['triton']}, CUDA {meta['cuda']}, fastskel {meta['fastskel']}\n\n"
-                  "Ratio = reference median / fast-path median (> 1: the fast path is faster).\n\n"
+                  "Ratio = reference median / fast-path median (> 1: the fast path is faster); "
+                  f"\"{SAME_AS_REFERENCE}\": \"auto\" resolves to the reference, nothing to compare.\n\n"
                   + format_table(rows) + "\n")
     return js, md
