@@ -14,13 +14,7 @@ from fastskel.ops.prototype import (SinkhornTargets, default_chunk_size, prototy
                                     prototype_cross_entropy_reference, sinkhorn_knopp, sinkhorn_reference)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes run faster on one intra-op thread (and do not stall on a busy shared CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _unit(*shape, gen, dtype=torch.float32):

@@ -18,13 +18,7 @@ from fastskel.ops import reference as R
 NTU = SkeletonGraph.ntu25()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes run faster on one intra-op thread (and do not stall on a busy shared CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = dict(dim=32, depth=2, heads=4, mlp_dim=64, num_registers=2, num_prototypes=64, head_hidden_dim=48,
             head_bottleneck_dim=16, frames=16, local_frames=(8,), local_scales=((0.15, 0.4),),

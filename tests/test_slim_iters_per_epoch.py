@@ -13,12 +13,7 @@ from fastskel.methods.slim import SLiMConfig
 from test_engine_trainer import make_method, opts, tiny_data  # noqa: F401  (one-thread fixture there too)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_official_epoch_is_1250_iterations():

@@ -155,18 +155,27 @@ def official_crop(x: torch.Tensor, lengths: torch.Tensor, window: int, p_interva
     j0 = (idx0 + off).clamp(max=(t_buf - 1)[:, None]).clamp_min(0)
     j1 = (idx1 + off).clamp(max=(t_buf - 1)[:, None]).clamp_min(0)
     f0, f1 = _buffer_to_frame(j0, L[:, None]), _buffer_to_frame(j1, L[:, None])
-    rows = x.transpose(1, 2).reshape(n * t, c * v)
-    row = (torch.arange(n, device=dev) * t)[:, None]
-    g0 = rows.index_select(0, (row + f0.clamp(max=t - 1)).reshape(-1)).view(n, window, c * v)
-    g1 = rows.index_select(0, (row + f1.clamp(max=t - 1)).reshape(-1)).view(n, window, c * v)
-    w1 = lam.to(x.dtype)[..., None]
-    out = (g0 * (1 - w1) + g1 * w1) * (L > 0).to(x.dtype)[:, None, None]
-    out = out.view(n, window, c, v).transpose(1, 2).contiguous()
+    out = _gather_lerp(x, f0, f1, lam, L)
     last = torch.where(cw < window, crop[:, None] - 1, idx0[:, -1:]).squeeze(1)
     first_ = (bias + base).clamp(max=t_buf - 1) + torch.where(crop < window, 0, idx0[:, 0])
     end_ = (bias + base + last).clamp(max=t_buf - 1) + 1
     return out, (first_.clamp(max=t_buf - 1), end_)
 
+
+
+def _gather_lerp(x: torch.Tensor, f0: torch.Tensor, f1: torch.Tensor, lam: torch.Tensor,
+                 L: torch.Tensor) -> torch.Tensor:
+    """``out[n, :, i] = (1 − λ)·x[n, :, f0[n, i]] + λ·x[n, :, f1[n, i]]`` (zero for empty clips),
+    ``x (N, C, T, V)`` → ``(N, C, W, V)`` with ``W = f0.shape[1]``."""
+    n, c, t, v = x.shape
+    window = f0.shape[1]
+    rows = x.transpose(1, 2).reshape(n * t, c * v)
+    row = (torch.arange(n, device=x.device) * t)[:, None]
+    g0 = rows.index_select(0, (row + f0.clamp(max=t - 1)).reshape(-1)).view(n, window, c * v)
+    g1 = rows.index_select(0, (row + f1.clamp(max=t - 1)).reshape(-1)).view(n, window, c * v)
+    w1 = lam.to(x.dtype)[..., None]
+    out = (g0 * (1 - w1) + g1 * w1) * (L > 0).to(x.dtype)[:, None, None]
+    return out.view(n, window, c, v).transpose(1, 2).contiguous()
 
 def official_test_crop(x: torch.Tensor, lengths: torch.Tensor, window: int = 64, p: float = 0.95,
                        thres: int = 64, min_buffer: int = 150) -> torch.Tensor:
@@ -191,13 +200,7 @@ def official_test_crop(x: torch.Tensor, lengths: torch.Tensor, window: int = 64,
     j0 = (torch.where(small, up0, stride) + bias[:, None]).clamp(max=t_buf - 1)
     j1 = (torch.where(small, up1, stride) + bias[:, None]).clamp(max=t_buf - 1)
     f0, f1 = _buffer_to_frame(j0, Lc[:, None]), _buffer_to_frame(j1, Lc[:, None])
-    rows = x.transpose(1, 2).reshape(n * t, c * v)
-    row = (torch.arange(n, device=dev) * t)[:, None]
-    g0 = rows.index_select(0, (row + f0.clamp(max=t - 1)).reshape(-1)).view(n, window, c * v)
-    g1 = rows.index_select(0, (row + f1.clamp(max=t - 1)).reshape(-1)).view(n, window, c * v)
-    w1 = lam.to(x.dtype)[..., None]
-    out = (g0 * (1 - w1) + g1 * w1) * (L > 0).to(x.dtype)[:, None, None]
-    return out.view(n, window, c, v).transpose(1, 2).contiguous()
+    return _gather_lerp(x, f0, f1, lam, L)
 
 
 # ---------------------------------------------------------------------------------------- augmentations
