@@ -88,15 +88,15 @@ def build_models(small: bool = SMALL) -> Dict[str, Dict[str, Any]]:
 
 
 def used_parameters(net, T: int) -> int:
-    """Parameters the classifier's ``logits`` really uses (gradient reaches them): not SLiM's
-    teacher and prototype heads, AMR's decoder or ASMa's projector."""
-    ps = [p for p in net.parameters()]
-    x = torch.randn(1, 3, T, 25, 2)
-    with torch.enable_grad():
-        out = net.logits(x, None).sum()
-        grads = torch.autograd.grad(out, [p for p in ps if p.requires_grad], allow_unused=True)
-    return int(sum(p.numel() for p, g in zip([p for p in ps if p.requires_grad], grads) if g is not None)
-               + sum(p.numel() for p in ps if not p.requires_grad))    # frozen encoders (linear mode) are used
+    """Parameters the exported graph of ``logits`` uses (``torch.export``, as ``fastskel export``
+    counts them): not SLiM's teacher and prototype heads, AMR's decoder or ASMa's projector."""
+    from fastskel.engine.export import ExportModule, torch_backend
+
+    with torch_backend(), torch.no_grad():
+        ep = torch.export.export(ExportModule(net, "none").eval(), (torch.randn(1, 3, T, 25, 2),), strict=False)
+    used = {n.name for n in ep.graph.nodes if n.op == "placeholder" and len(n.users) > 0}
+    names = {p for inp, p in ep.graph_signature.inputs_to_parameters.items() if inp in used}
+    return int(sum(ep.state_dict[n].numel() for n in names if n in ep.state_dict))
 
 
 def _meta(T: int, method: str):
