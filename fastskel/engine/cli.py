@@ -443,7 +443,7 @@ def cmd_export(args) -> int:
     rep = export_classifier(clf, shape, out, formats=formats, name=args.name, runs=args.runs,
                             atol=args.atol, rtol=args.rtol, meta=meta, method=method, threads=args.threads,
                             warmup=args.warmup, command=command)
-    print(f"[fastskel] export of {st.get('method')} encoder + classifier, input (B, {', '.join(map(str, shape))})")
+    print(f"[fastskel] export of {method} encoder + classifier, input (B, {', '.join(map(str, shape))})")
     print(f"  parameters        {rep['parameters']:,} in the exported model ({rep['method_parameters']:,} in the "
           f"whole method)")
     if rep.get("flops_paper"):
