@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fastskel.cli import main
+from fastskel.data import valid_lengths
 from fastskel.engine.evaluate import Classifier, load_classifier, save_classifier
 from fastskel.methods.supervised import Supervised, SupervisedConfig
 
@@ -26,9 +27,9 @@ def test_export_onnx_matches_onnxruntime_and_torchscript(tmp_path, capsys):
         x = torch.randn(3, 3, 10, 25, 2, generator=g)
         x[1, :, 6:] = 0                                               # a padded action
         x[2, ..., 1] = 0                                              # a single-body action
-        with torch.no_grad():
-            ref = loaded.logits(x)
-            torch.testing.assert_close(ref, clf.logits(x))           # the file round-trips
+        with torch.no_grad():                                         # the graph computes lengths = valid frames
+            ref = loaded.logits(x, valid_lengths(x))
+            torch.testing.assert_close(ref, clf.logits(x, valid_lengths(x)))   # the file round-trips
         rc = main(["export", "--checkpoint", str(path), "--out", str(tmp_path / "exp"), "--runs", "3"])
     finally:
         torch.set_num_threads(n)

@@ -453,12 +453,15 @@ def cmd_distill(args) -> int:
 
 # ------------------------------------------------------------------------------------- export
 def cmd_export(args) -> int:
+    import shlex
+
     from .data import load_dataset
-    from .evaluate import load_classifier
     from .export import export_classifier
 
-    clf, st = load_classifier(args.checkpoint, num_classes=args.num_classes)
+    clf, st, meta, method = _export_model(args.checkpoint, args.num_classes)
     shape = (st.get("data") or {}).get("sample_shape")
+    if meta is not None:
+        shape = (meta.C, meta.T, meta.V, meta.M)
     if args.data_shape:
         shape = tuple(int(s) for s in args.data_shape.split(","))
     if not shape:
@@ -466,9 +469,13 @@ def cmd_export(args) -> int:
         shape = tuple(ds.x.shape[1:])
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / "export"
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    command = " ".join(["fastskel", "export", "--checkpoint", shlex.quote(str(args.checkpoint)),
+                        "--threads", str(args.threads), "--runs", str(args.runs), "--warmup", str(args.warmup)]
+                       + (["--data-shape", args.data_shape] if args.data_shape else []))
     rep = export_classifier(clf, shape, out, formats=formats, name=args.name, runs=args.runs,
-                            atol=args.atol, rtol=args.rtol)
-    print(f"[fastskel] export of {st.get('method')} encoder + classifier, input (B, {', '.join(map(str, shape))})")
+                            atol=args.atol, rtol=args.rtol, meta=meta, method=method, threads=args.threads,
+                            warmup=args.warmup, command=command)
+    print(f"[fastskel] export of {method} encoder + classifier, input (B, {', '.join(map(str, shape))})")
     print(f"  parameters        {rep['parameters']:,} in the exported model ({rep['method_parameters']:,} in the "
           f"whole method)")
     if rep.get("flops_paper"):
@@ -480,10 +487,47 @@ def cmd_export(args) -> int:
               f"dynamic batch: {rep['onnx_dynamic_batch']}")
     if "torchscript_error" in rep:
         print(f"  torchscript       not written: {rep['torchscript_error']}")
-    lat = ", ".join(f"{k} {v:.3g} ms" for k, v in rep["latency_ms_batch1"].items())
-    print(f"  CPU latency (median, batch 1): {lat}")
+    md = rep["metadata"]
+    print(f"  input             (B, C, T, V, M) = (B, {md['C']}, {md['T']}, {md['V']}, {md['M']}), "
+          + ("T dynamic" if rep["dynamic_T"] else f"T fixed: requires T={rep['required_T']}")
+          + ("" if "fastskel" in md else " (no stream metadata)"))
+    lat = rep["latency"]
+    print(f"  CPU latency (batch 1, {lat['threads']} thread(s) for every engine, {lat['warmup']} warm-up, "
+          f"median / p99 of {lat['runs']}, torch.inference_mode):")
+    for k, e in lat["engines"].items():
+        print(f"    {k:<22} {e['median_ms']:.3g} / {e['p99_ms']:.3g} ms (first call {e['first_call_ms']:.3g} ms)")
     print(f"  report            {out / (args.name + '.json')}")
     return 0
+
+
+def _export_model(path, num_classes):
+    """``(model with encoder/head/logits, state, StreamMeta or None, method name)`` of a classifier
+    file, supervised checkpoint, distilled ``student.pt`` or (with ``num_classes``) a pretraining one."""
+    import torch
+
+    from .evaluate import load_classifier
+
+    raw = None
+    if Path(path).is_file():
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # damaged or foreign: load_classifier gives the message
+            raw = None
+    if isinstance(raw, dict) and raw.get("kind") == "asma_student":
+        from fastskel.stream.model import load_student
+
+        clf, st, method = load_student(raw).eval(), raw, "asma_student"
+    else:
+        clf, st = load_classifier(path, num_classes=num_classes)
+        method = st.get("method")
+    try:
+        from fastskel.stream.meta import meta_from_state
+
+        meta = meta_from_state({**st, "num_classes": int(clf.head.out_features)}, str(path))
+    except (ImportError, ValueError, KeyError, TypeError) as e:
+        print(f"[fastskel] export: no stream metadata for {path}: {e}", flush=True)
+        meta = None
+    return clf, st, meta, method
 
 
 # ------------------------------------------------------------------------------------- bench
@@ -631,7 +675,10 @@ def register(sub) -> None:
     p.add_argument("--out", help="output directory (default: <checkpoint dir>/export)")
     p.add_argument("--formats", default="onnx,torchscript", help="comma list of onnx, torchscript")
     p.add_argument("--name", default="model", help="file stem (default: model)")
-    p.add_argument("--runs", type=int, default=50, help="timed runs for the CPU latency median (default: 50)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs for the CPU latency median/p99 (default: 50)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls before timing, per engine (default: 10)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads for PyTorch and onnxruntime alike in the latency report (default: 1)")
     p.add_argument("--atol", type=float, default=1e-4, help="ONNX vs PyTorch absolute tolerance (default: 1e-4)")
     p.add_argument("--rtol", type=float, default=1e-4, help="... plus rtol × max|logits| (default: 1e-4)")
     p.set_defaults(func=_guard(cmd_export))
