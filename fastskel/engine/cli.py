@@ -455,7 +455,6 @@ def cmd_distill(args) -> int:
 def cmd_export(args) -> int:
     import shlex
 
-    from .data import load_dataset
     from .export import export_classifier
 
     clf, st, meta, method = _export_model(args.checkpoint, args.num_classes)
@@ -465,7 +464,7 @@ def cmd_export(args) -> int:
     if args.data_shape:
         shape = tuple(int(s) for s in args.data_shape.split(","))
     if not shape:
-        ds = load_dataset(args.data, "test", getattr(args, "test_data", None))
+        ds = _data(args, "test", num_joints=_joints_of(getattr(clf, "encoder", clf)))
         shape = tuple(ds.x.shape[1:])
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / "export"
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
