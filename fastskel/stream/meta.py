@@ -239,17 +239,16 @@ def preprocess_window(frames: np.ndarray, meta: StreamMeta) -> np.ndarray:
     pre = meta.preprocess or {}
     bodies = pre.get("bodies") or {}
     f = select_bodies(f, meta.M, str(bodies.get("select", "order")), meta.channels)
-    x = f.transpose(3, 0, 2, 1).copy()                                 # (C, W, V, M), never the caller's array
+    W = f.shape[0]
+    out = np.zeros((1, meta.C, max(W, meta.T), meta.V, meta.M), np.float32)   # never the caller's array
     c = pre.get("center")
     if c:
         b, j, k = int(c.get("body", 0)), int(c["joint"]), int(c.get("channels", meta.coord_channels))
-        present = (x != 0).any(axis=(0, 2))                           # (W, M)
+        present = f.reshape(W, meta.M, -1).any(axis=2)                  # (W, M): the body has a non-zero value
         idx = np.flatnonzero(present[:, b])
         if idx.size:
-            origin = x[:k, idx[0], j, b].copy()
-            x[:k] -= origin[:, None, None, None]
-            x *= present[None, :, None, :]
-    W = x.shape[1]
-    if W < meta.T:
-        x = np.concatenate([x, np.zeros((meta.C, meta.T - W, meta.V, meta.M), np.float32)], axis=1)
-    return x[None]
+            origin = np.zeros(meta.C, np.float32)
+            origin[:k] = f[idx[0], b, j, :k]
+            f = np.where(present[:, :, None, None], f - origin, np.float32(0))
+    out[0, :, :W] = f.transpose(3, 0, 2, 1)
+    return out
