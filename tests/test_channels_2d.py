@@ -272,3 +272,38 @@ def test_read_pyskl_score_weight(tmp_path):
     assert d.x.shape[1] == 2 and d.meta["channels"] == "xy"
     assert (d.x[0, :, 1, 4, 0] == 0).all() and d.x[0, 0, 1, 5, 0] == kp[0, 1, 5, 0]
     assert (d.x != 0).sum() == kp.size - 2
+
+
+# ---------------------------------------------------------------- bone / motion streams of x, y, score
+def _pyskl_bone_motion(x, parents):
+    """PYSKL's JointToBone / ToMotion for (x, y, score) on (N, C, T, V), written out per joint/frame."""
+    n, c, t, v = x.shape
+    bone = torch.zeros_like(x)
+    for j in range(v):
+        p = parents[j]
+        bone[:, :2, :, j] = x[:, :2, :, j] - x[:, :2, :, p]
+        bone[:, 2, :, j] = (x[:, 2, :, j] + x[:, 2, :, p]) / 2
+    motion = torch.zeros_like(x)
+    for f in range(t - 1):
+        motion[:, :2, f] = x[:, :2, f + 1] - x[:, :2, f]
+        motion[:, 2, f] = (x[:, 2, f + 1] + x[:, 2, f]) / 2
+    return bone, motion
+
+
+def test_bone_and_motion_streams_average_the_score_like_pyskl():
+    from fastskel.data.transforms import to_bone, to_motion
+    from fastskel.graph import SkeletonGraph
+    from fastskel.methods.asma import to_stream
+
+    g = SkeletonGraph.get("coco17")
+    x = torch.randn(3, 3, 9, 17, generator=gen(4))
+    x[:, 2] = x[:, 2].abs()
+    parents = g.parents.tolist() if hasattr(g.parents, "tolist") else list(g.parents)
+    bone, motion = _pyskl_bone_motion(x, parents)
+    full = torch.full((3,), 9)
+    torch.testing.assert_close(to_bone(x, g, channels="xy+score"), bone)
+    torch.testing.assert_close(to_motion(x, full, channels="xy+score"), motion)
+    torch.testing.assert_close(to_stream(x, "bone", g, "xy+score"), bone)
+    torch.testing.assert_close(to_stream(x, "motion", g, "xy+score"), motion)
+    # xy / xyz keep plain differences on every channel
+    assert torch.equal(to_bone(x, g)[:, 2], x[:, 2] - x[:, 2][..., parents])

@@ -527,22 +527,30 @@ def hierarchical_views(x: torch.Tensor, lengths: Optional[torch.Tensor] = None, 
 
 
 # ---------------------------------------------------------------------------------------- streams
-def to_bone(x: torch.Tensor, graph: Optional[SkeletonGraph] = None) -> torch.Tensor:
+def to_bone(x: torch.Tensor, graph: Optional[SkeletonGraph] = None, channels: Optional[str] = None) -> torch.Tensor:
     """Bone stream: ``b_j = x_j − x_parent(j)`` with the graph's parents (for NTU-25 the
-    2s-AGCN/CTR-GCN ``ntu_pairs``); the root's bone is zero."""
+    2s-AGCN/CTR-GCN ``ntu_pairs``); the root's bone is zero. With ``channels="xy+score"`` the
+    score channel is not differenced: ``s_j = (s_j + s_parent(j)) / 2`` (PYSKL's ``JointToBone``)."""
     _check_x(x)
     g = _graph(graph, x.shape[3])
-    return x - x.index_select(3, _const(g, "parents", x.device))
+    xp = x.index_select(3, _const(g, "parents", x.device))
+    b = x - xp
+    if channels == "xy+score":
+        b = torch.cat([b[:, :2], (x[:, 2:3] + xp[:, 2:3]) * 0.5], dim=1)
+    return b
 
 
-def to_motion(x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+def to_motion(x: torch.Tensor, lengths: Optional[torch.Tensor] = None, channels: Optional[str] = None) -> torch.Tensor:
     """Motion stream: ``m_t = x_{t+1} − x_t`` for ``t < L − 1``, zero from ``L − 1`` on (the last
     valid frame and the padding — no spurious jump into the zero padding). ``lengths=None`` uses
-    :func:`valid_lengths`; with full-length input this is PSTL's ``get_stream('motion')``."""
+    :func:`valid_lengths`; with full-length input this is PSTL's ``get_stream('motion')``. With
+    ``channels="xy+score"`` the score channel is ``(s_{t+1} + s_t) / 2`` (PYSKL's ``ToMotion``)."""
     _check_x(x)
     L = _lengths(lengths, x)
     t = x.shape[2]
     m = torch.zeros_like(x)
     m[:, :, :-1] = x[:, :, 1:] - x[:, :, :-1]
+    if channels == "xy+score":
+        m[:, 2:3, :-1] = (x[:, 2:3, 1:] + x[:, 2:3, :-1]) * 0.5
     keep = torch.arange(t, device=x.device)[None] < (L - 1)[:, None]
     return m * keep.view(x.shape[0], 1, t, *([1] * (x.dim() - 3))).to(x.dtype)

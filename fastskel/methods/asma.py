@@ -169,20 +169,22 @@ def _graph(name_or_graph, v: int) -> SkeletonGraph:
     return g
 
 
-def to_stream(x: torch.Tensor, stream: str, graph: Optional[SkeletonGraph] = None) -> torch.Tensor:
+def to_stream(x: torch.Tensor, stream: str, graph: Optional[SkeletonGraph] = None,
+              channels: Optional[str] = None) -> torch.Tensor:
     """Joint / bone / motion stream of ``x`` ``(N, C, T, V[, M])``.
 
     bone: ``x[..., v, :] − x[..., parent(v), :]`` (:func:`fastskel.data.transforms.to_bone`; 0 at
     the centre); motion: ``x[:, :, t+1] − x[:, :, t]``, last frame 0
-    (:func:`fastskel.data.transforms.to_motion` with every frame valid).
+    (:func:`fastskel.data.transforms.to_motion` with every frame valid). ``channels="xy+score"``:
+    the score channel is averaged over the two joints / frames instead (PYSKL).
     """
     chk.choice(stream, "stream", STREAMS)
     if stream == "joint":
         return x
     if stream == "motion":
         full = torch.full((x.shape[0],), x.shape[2], dtype=torch.int64, device=x.device)
-        return to_motion(x, full)
-    return to_bone(x, _graph(graph, x.shape[3]))
+        return to_motion(x, full, channels=channels)
+    return to_bone(x, _graph(graph, x.shape[3]), channels=channels)
 
 
 def augment(x: torch.Tensor, graph: SkeletonGraph, padding_ratio: int = 6, shear: float = 0.5,
@@ -220,7 +222,7 @@ def _valid_lengths(x: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_input(x: torch.Tensor, lengths: Optional[torch.Tensor], num_frames: int, stream: str,
-                  graph: SkeletonGraph, in_channels: int = 3) -> torch.Tensor:
+                  graph: SkeletonGraph, in_channels: int = 3, channels: Optional[str] = None) -> torch.Tensor:
     """Validate, resize the valid frames to ``num_frames`` and build the stream → ``(N, C, T, V, M)``.
 
     ``lengths=None`` and ``T == num_frames``: the input is taken as already resized (exportable)."""
@@ -230,7 +232,7 @@ def prepare_input(x: torch.Tensor, lengths: Optional[torch.Tensor], num_frames: 
         if L is None:
             L = _valid_lengths(x)
         x = resample(x, torch.zeros_like(L), L, num_frames)
-    return to_stream(x, stream, graph)
+    return to_stream(x, stream, graph, channels)
 
 
 def _bodies(x: torch.Tensor) -> torch.Tensor:
@@ -286,7 +288,8 @@ class ASMa(BackendMixin, nn.Module):
 
     def prepare(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         cfg = self.config
-        return prepare_input(x, lengths, cfg.num_frames, cfg.stream, self.graph, cfg.in_channels)
+        return prepare_input(x, lengths, cfg.num_frames, cfg.stream, self.graph, cfg.in_channels,
+                             cfg.channels or None)
 
     def streams(self, x: torch.Tensor, generator: Optional[torch.Generator] = None
                 ) -> Dict[str, Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:

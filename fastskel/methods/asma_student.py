@@ -24,14 +24,15 @@ __all__ = ["ASMaStudent", "build_student", "distillation_loss", "ensemble_logits
 class _StudentEncoder(nn.Module):
     """The student's ST-GCN behind the method interface (``encode``, ``feature_dim``)."""
 
-    def __init__(self, stgcn: STGCN, num_frames: int, stream: str, graph: SkeletonGraph):
+    def __init__(self, stgcn: STGCN, num_frames: int, stream: str, graph: SkeletonGraph, channels: str = ""):
         super().__init__()
         self.stgcn = stgcn
-        self.num_frames, self.stream, self.graph = num_frames, stream, graph
+        self.num_frames, self.stream, self.graph, self.channels = num_frames, stream, graph, channels
         self.feature_dim = stgcn.out_dim
 
     def encode(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = prepare_input(x, lengths, self.num_frames, self.stream, self.graph, self.stgcn.in_channels)
+        x = prepare_input(x, lengths, self.num_frames, self.stream, self.graph, self.stgcn.in_channels,
+                          self.channels or None)
         return self.stgcn(x)
 
     forward = encode
@@ -53,14 +54,15 @@ class ASMaStudent(nn.Module):
 
     def __init__(self, num_classes: int, depth: int = 5, hidden_channels: int = 16, out_dim: int = 64,
                  num_frames: int = 50, stream: str = "joint", graph: str | SkeletonGraph = "ntu25",
-                 in_channels: int = 3, dropout: float = 0.0, backend: Optional[str] = None):
+                 in_channels: int = 3, dropout: float = 0.0, backend: Optional[str] = None, channels: str = ""):
         super().__init__()
         g = SkeletonGraph.get(graph)
         chk.choice(stream, "stream", STREAMS)
         self.hparams = dict(num_classes=num_classes, depth=depth, hidden_channels=hidden_channels, out_dim=out_dim,
-                            num_frames=num_frames, stream=stream, in_channels=in_channels, dropout=dropout)
+                            num_frames=num_frames, stream=stream, in_channels=in_channels, dropout=dropout,
+                            channels=channels)
         stgcn = STGCN(in_channels, hidden_channels, out_dim, depth, graph=g, dropout=dropout, backend=backend)
-        self.encoder = _StudentEncoder(stgcn, num_frames, stream, g)
+        self.encoder = _StudentEncoder(stgcn, num_frames, stream, g, channels)
         self.head = nn.Linear(stgcn.out_dim, num_classes)
 
     def logits(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -76,7 +78,7 @@ def build_student(teacher: nn.Module, num_classes: int, depth: int = 5, **kw) ->
     if isinstance(asma, ASMa):
         c = asma.config
         kw = {"hidden_channels": c.hidden_channels, "out_dim": 4 * c.hidden_channels, "num_frames": c.num_frames,
-              "stream": c.stream, "graph": asma.graph, "in_channels": c.in_channels, **kw}
+              "stream": c.stream, "graph": asma.graph, "in_channels": c.in_channels, "channels": c.channels, **kw}
     return ASMaStudent(num_classes, depth=depth, **kw)
 
 
