@@ -424,7 +424,7 @@ class AMR(_MaskedSkeletonModel):
             weight = torch.ones(pred.shape[:2], device=pred.device)
         loss = focal_reconstruction_loss(pred, target, weight, backend=cfg.backend)
         mse = (pred.detach().float() - target).pow(2).mean()
-        return {"loss": loss, "mse": mse, "bodies": torch.tensor(float(bodies.shape[0]), device=loss.device)}
+        return {"loss": loss, "mse": mse, "bodies": torch.full((), float(bodies.shape[0]), device=loss.device)}
 
 
 # ============================================================================ MAMP
@@ -477,7 +477,7 @@ class MAMP(_MaskedSkeletonModel):
         per_token = (pred.float() - target).pow(2).mean(-1)
         m = mask.to(per_token.dtype)
         loss = (per_token * m).sum() / m.sum()
-        return {"loss": loss, "bodies": torch.tensor(float(bodies.shape[0]), device=loss.device)}
+        return {"loss": loss, "bodies": torch.full((), float(bodies.shape[0]), device=loss.device)}
 
 
 # ============================================================================ MAMP checkpoints
