@@ -12,14 +12,14 @@ stage      limit   what
 env          10 s  python, torch, triton, CUDA, nvcc, driver and GPU (nvidia-smi and torch)
 build       110 s  ``TORCH_CUDA_ARCH_LIST=9.0 pip install --no-build-isolation --no-deps --no-index
                    -e .``, then ``fastskel._C`` must load with its CUDA kernels
-smoke        50 s  every op of ``fastskel.ops`` with each fast backend it has ("triton", "cpp") at the
+smoke        60 s  every op of ``fastskel.ops`` with each fast backend it has ("triton", "cpp") at the
                    method shapes (``fastskel.engine.profile.CASES`` + SLiM's prototype ops) against
                    ``fastskel.ops.reference``: forward and gradients, fp32 and bf16, max abs diff
-tests       210 s  ``pytest -q -n 8 -p no:cacheprovider --timeout 120 tests`` with TRITON_INTERPRET
+tests       200 s  ``pytest -q -n 8 -p no:cacheprovider --timeout 120 tests`` with TRITON_INTERPRET
                    unset (the CUDA-only tests run for real, Triton compiles for the GPU)
-bench        90 s  ``fastskel.engine.profile`` (fast path vs reference, every op), torch.compile of
-                   two references, and the step benchmarks through ``fastskel.engine.bench``: AMR vs
-                   MAMP-5 (bf16, 128 × 2 bodies), ASMa and SLiM steps
+bench        90 s  the step benchmarks through ``fastskel.engine.bench`` (AMR vs MAMP-5 in bf16 at
+                   128 × 2 bodies, ASMa and SLiM steps), then ``fastskel.engine.profile`` (fast path vs
+                   reference, op by op) and torch.compile of two references while time is left
 =========  ======  =================================================================================
 
 Attention runs at the launcher's default configs in smoke and bench (``FASTSKEL_ATTN_AUTOTUNE=0``:
@@ -51,7 +51,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = "fastskel-gpu-check/1"
-STAGES: List[Tuple[str, int]] = [("env", 10), ("build", 110), ("smoke", 50), ("tests", 210), ("bench", 90)]
+STAGES: List[Tuple[str, int]] = [("env", 10), ("build", 110), ("smoke", 60), ("tests", 200), ("bench", 90)]
 TOTAL_LIMIT_S = 480                      # the lent machine's one command: 8 minutes
 assert sum(s for _, s in STAGES) <= TOTAL_LIMIT_S
 STATUSES = ("ok", "fail", "skipped")
@@ -425,8 +425,6 @@ def _compile_rows(dev, deadline: Deadline) -> List[Dict[str, Any]]:
 def stage_bench(dry: bool, limit: float) -> Dict[str, Any]:
     import torch
 
-    from fastskel.engine.profile import profile_ops
-
     dev = _device(dry)
     if not dry and dev.type != "cuda":
         return {"status": "fail", "reason": "CUDA is not available", "details": {}}
@@ -437,24 +435,7 @@ def stage_bench(dry: bool, limit: float) -> Dict[str, Any]:
         os.environ.setdefault("FASTSKEL_ATTN_AUTOTUNE", "0")
         notes.append(f"attention at the launcher's default configs (FASTSKEL_ATTN_AUTOTUNE="
                      f"{os.environ['FASTSKEL_ATTN_AUTOTUNE']}): a floor for the autotuned speed")
-    try:
-        details["profile"] = profile_ops(["all"], small=dry, device=dev, min_run_time=0.02 if dry else 0.1,
-                                         dtypes=["float32"] if dry else None)
-        print(f"profile: {len(details['profile'])} rows ({deadline.left():.0f}s left)", flush=True)
-        _partial(details, "torch.compile / step benchmarks")
-    except Exception as exc:                                   # noqa: BLE001
-        fails.append(f"profile: {type(exc).__name__}: {exc}")
-        traceback.print_exc()
-    if dry:
-        notes.append("torch.compile skipped: dry run (its compile time is for the GPU run)")
-    else:
-        try:
-            details["torch_compile"] = _compile_rows(dev, deadline)
-            _partial(details, "step benchmarks")
-            fails += [f"torch.compile {r['op']}: {r['reason']}" for r in details["torch_compile"]
-                      if r["status"] == "fail"]
-        except Exception as exc:                               # noqa: BLE001
-            fails.append(f"torch.compile: {type(exc).__name__}: {exc}")
+    # 1. the step benchmarks (the headline: AMR vs MAMP-5), at most ~60 % of the stage
     steps = "test_train_step and amr" if dry else \
         "test_train_step or (test_slim_step and not peak) or (test_asma_pretrain_step and cuda)"
     with tempfile.TemporaryDirectory() as td:
@@ -462,14 +443,41 @@ def stage_bench(dry: bool, limit: float) -> Dict[str, Any]:
             from fastskel.engine.bench import run_benchmarks
 
             _, md, rows = run_benchmarks(str(ROOT / "benchmarks"), out=td, small=dry, keyword=steps,
-                                         timeout=max(deadline.left() - 3, 5))
+                                         timeout=max(min(deadline.left() - 25, 0.6 * limit), 5))
             details["steps"] = rows
             details["steps_md"] = Path(md).read_text()
             print(details["steps_md"], flush=True)
         except subprocess.TimeoutExpired:
-            fails.append("step benchmarks: stage time limit reached")
+            fails.append("step benchmarks: their share of the stage time was reached")
         except Exception as exc:                               # noqa: BLE001
             fails.append(f"step benchmarks: {type(exc).__name__}: {exc}")
+    _partial(details, "the op profile")
+    # 2. every op's fast path vs its reference (fastskel profile), op by op while time is left
+    try:
+        from fastskel.engine.profile import op_names, profile_op
+
+        details["profile"] = []
+        for op in op_names():
+            if deadline.left() < (5 if dry else 15):
+                notes.append(f"profile: stopped before {op} (stage time limit)")
+                break
+            details["profile"] += profile_op(op, small=dry, device=dev, min_run_time=0.02 if dry else 0.1,
+                                             dtypes=["float32"] if dry else None)
+            _partial(details, f"the op profile after {op}")
+        print(f"profile: {len(details['profile'])} rows ({deadline.left():.0f}s left)", flush=True)
+    except Exception as exc:                                   # noqa: BLE001
+        fails.append(f"profile: {type(exc).__name__}: {exc}")
+        traceback.print_exc()
+    # 3. torch.compile of two references, if time is left
+    if dry:
+        notes.append("torch.compile skipped: dry run (its compile time is for the GPU run)")
+    else:
+        try:
+            details["torch_compile"] = _compile_rows(dev, deadline)
+            fails += [f"torch.compile {r['op']}: {r['reason']}" for r in details["torch_compile"]
+                      if r["status"] == "fail"]
+        except Exception as exc:                               # noqa: BLE001
+            fails.append(f"torch.compile: {type(exc).__name__}: {exc}")
     if dev.type == "cuda":
         details["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
     return {"status": "fail" if fails else "ok", "reason": "; ".join(fails + notes), "details": details}
