@@ -427,3 +427,23 @@ def test_cuda_sync_debug_mode(name):
             warnings.showwarning = old_show
     bad = det.unexplained(allow)
     assert not bad, f"{name} on CUDA:\n" + "\n".join(map(str, bad))
+
+
+def test_slim_host_step_cache_follows_its_buffers():
+    """SLiM reads its step counters without a device read (cached by the buffers' version), yet
+    any write to the buffers (after_step, an outside fill_, load_state_dict, .to()) is seen."""
+    m = make_method("slim")
+    assert m._host_steps() == (0, 0)
+    m.after_step(3, 10)
+    with SyncDetector() as det:
+        assert m._host_steps() == (3, 10) and m.teacher_temperature > 0
+    assert det.events == []
+    m.step.fill_(7)
+    assert m._host_steps() == (7, 10)
+    sd = m.state_dict()
+    sd["step"] = torch.tensor(5)
+    m.load_state_dict(sd)
+    assert m._host_steps() == (5, 10)
+    other = make_method("slim")
+    other.load_state_dict(m.state_dict())
+    assert other.to(torch.float64)._host_steps() == (5, 10)

@@ -320,7 +320,7 @@ class _MaskedSkeletonModel(BackendMixin, nn.Module):
     def _train_bodies(self, x, lengths, generator) -> torch.Tensor:
         bodies, valid = self._prepare(x, lengths, True, generator)
         if self.config.skip_empty_bodies:
-            bodies = bodies[valid]
+            bodies = bodies[valid]      # the step's one host sync: how many bodies are non-empty is data
             if bodies.shape[0] == 0:
                 raise ValueError("x: expected at least one body with non-zero coordinates, got an all-zero batch")
         return bodies

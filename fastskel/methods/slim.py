@@ -435,7 +435,10 @@ class SLiM(BackendMixin, nn.Module):
         """``(step, total_steps)`` as Python ints without a device read in the training loop: cached
         with the buffers' version counters (``after_step`` refreshes it; a ``load_state_dict`` or
         ``.to()`` changes the counters/tensors, and the next call reads the buffers once)."""
-        key = (id(self.step), self.step._version, id(self.total_steps), self.total_steps._version)
+        try:
+            key = (id(self.step), self.step._version, id(self.total_steps), self.total_steps._version)
+        except RuntimeError:                        # inference tensors keep no version counter
+            return int(self.step), int(self.total_steps)
         cached = self.__dict__.get("_steps_cache")
         if cached is None or cached[0] != key:
             cached = (key, (int(self.step), int(self.total_steps)))
@@ -459,8 +462,11 @@ class SLiM(BackendMixin, nn.Module):
         self.update_teacher(self.momentum(step, total_steps))
         self.step.fill_(step)
         self.total_steps.fill_(total_steps)
-        key = (id(self.step), self.step._version, id(self.total_steps), self.total_steps._version)
-        self.__dict__["_steps_cache"] = (key, (step, total_steps))
+        try:
+            key = (id(self.step), self.step._version, id(self.total_steps), self.total_steps._version)
+            self.__dict__["_steps_cache"] = (key, (step, total_steps))
+        except RuntimeError:
+            pass
 
     # -- input ------------------------------------------------------------------------
     def _actions(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
