@@ -84,7 +84,10 @@ def init_distributed(device: Optional[str] = None, backend: Optional[str] = None
     if world <= 1:
         return DistInfo(0, 1, 0, dev, False)
     if dev.type == "cuda":
-        torch.cuda.set_device(dev)
+        if dev.index != local:      # every rank on the same GPU: NCCL fails, or ranks share one device
+            raise ValueError(f"device: under torchrun each rank uses cuda:LOCAL_RANK (cuda:{local} here), "
+                             f"got {device!r}; pass 'cuda' or 'auto'")
+        torch.cuda.set_device(dev)  # Triton and NCCL work on the current device
     here = False
     if not dist.is_initialized():
         backend = backend or ("nccl" if dev.type == "cuda" else "gloo")

@@ -19,6 +19,10 @@ steps and ``method.after_step(step, total_steps)`` runs if the method defines it
 - Exact resume: the sampler order is a function of (seed, epoch), the loader is advanced to the
   saved batch without consuming RNG, then every RNG state is restored; on CPU an interrupted and
   resumed run ends with bit-identical weights to an uninterrupted one (tested).
+- The hot path: every step runs inside :func:`train_step_context` (the ops' and transforms'
+  data-dependent, host-synchronising checks skipped); a CUDA device is made current
+  (``torch.cuda.set_device``) so Triton launches on it. Host reads happen only every ``log_every``
+  iterations and at the end of an epoch (``tests/test_no_host_sync.py``).
 - SIGTERM/SIGINT: a checkpoint is written at the next iteration boundary and :meth:`Trainer.fit`
   returns with ``interrupted`` set (the CLI exits 128 + signal). A second SIGINT aborts at once.
 """
@@ -48,7 +52,7 @@ from .logging import Progress, RunLogger
 from .batches import batch_stream
 from .schedule import WarmupCosine, build_optimizer
 
-__all__ = ["TrainOptions", "TrainResult", "Trainer", "autocast_context", "unwrap"]
+__all__ = ["TrainOptions", "TrainResult", "Trainer", "autocast_context", "train_step_context", "unwrap"]
 
 AMP = ("auto", "bf16", "fp16", "none")
 
@@ -154,6 +158,19 @@ def autocast_context(device: torch.device, amp: str = "auto"):
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
+@contextlib.contextmanager
+def train_step_context():
+    """The engine's hot path: the data-dependent checks of ``fastskel.ops`` and ``fastskel.data``
+    (value ranges, NaN scans: host reads that stall the GPU every step) are skipped, as the batches
+    come from a dataset validated when it was loaded. Shape/dtype/device checks still run; the
+    public ops keep every check outside this block."""
+    from fastskel.data import skip_data_checks as skip_data
+    from fastskel.ops import skip_data_checks as skip_ops
+
+    with skip_ops(), skip_data():
+        yield
+
+
 class _SignalCatcher:
     """Records SIGTERM/SIGINT instead of dying; a second SIGINT raises KeyboardInterrupt."""
 
@@ -208,6 +225,8 @@ class Trainer:
         self.extra = dict(extra or {})
         self.dist = D.init_distributed(self.options.device)
         self.device = self.dist.device
+        if self.device.type == "cuda" and self.device.index is not None:
+            torch.cuda.set_device(self.device)   # Triton launches on the current device, not the tensors'
 
     # ------------------------------------------------------------------ pieces
     def _per_rank_batch(self) -> int:
@@ -357,7 +376,7 @@ class Trainer:
                 set_rng_state(pending_rng, gens)
 
         try:
-            with _SignalCatcher(opt.handle_signals) as sig:
+            with _SignalCatcher(opt.handle_signals) as sig, train_step_context():
                 stream = batch_stream(loader, start, restore_rng)
                 for epoch in range(start // ipe, epochs):
                     ep_loss, ep_n = torch.zeros((), device=dev), 0

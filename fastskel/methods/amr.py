@@ -325,7 +325,7 @@ class _MaskedSkeletonModel(BackendMixin, nn.Module):
     def _train_bodies(self, x, lengths, generator) -> torch.Tensor:
         bodies, valid = self._prepare(x, lengths, True, generator)
         if self.config.skip_empty_bodies:
-            bodies = bodies[valid]
+            bodies = bodies[valid]      # the step's one host sync: how many bodies are non-empty is data
             if bodies.shape[0] == 0:
                 raise ValueError("x: expected at least one body with non-zero coordinates, got an all-zero batch")
         return bodies
@@ -429,7 +429,7 @@ class AMR(_MaskedSkeletonModel):
             weight = torch.ones(pred.shape[:2], device=pred.device)
         loss = focal_reconstruction_loss(pred, target, weight, backend=cfg.backend)
         mse = (pred.detach().float() - target).pow(2).mean()
-        return {"loss": loss, "mse": mse, "bodies": torch.tensor(float(bodies.shape[0]), device=loss.device)}
+        return {"loss": loss, "mse": mse, "bodies": torch.full((), float(bodies.shape[0]), device=loss.device)}
 
 
 # ============================================================================ MAMP
@@ -482,7 +482,7 @@ class MAMP(_MaskedSkeletonModel):
         per_token = (pred.float() - target).pow(2).mean(-1)
         m = mask.to(per_token.dtype)
         loss = (per_token * m).sum() / m.sum()
-        return {"loss": loss, "bodies": torch.tensor(float(bodies.shape[0]), device=loss.device)}
+        return {"loss": loss, "bodies": torch.full((), float(bodies.shape[0]), device=loss.device)}
 
 
 # ============================================================================ MAMP checkpoints

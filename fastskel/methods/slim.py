@@ -475,7 +475,7 @@ class SLiM(BackendMixin, nn.Module):
     def teacher_temperature(self) -> float:
         """τ_t of the next step: linear 0.04 → 0.07 over the warmup iterations, then 0.07."""
         cfg = self.config
-        total, step = int(self.total_steps), int(self.step)
+        step, total = self._host_steps()
         warm = round(total * cfg.warmup_teacher_temp_epochs / cfg.epochs) if total else 0
         if total == 0 and cfg.warmup_teacher_temp_epochs > 0:
             return cfg.warmup_teacher_temp
@@ -493,8 +493,22 @@ class SLiM(BackendMixin, nn.Module):
         cfg = self.config
         if cfg.freeze_last_layer_epochs <= 0:
             return False
-        total = int(self.total_steps)
-        return total == 0 or int(self.step) < total * cfg.freeze_last_layer_epochs / cfg.epochs
+        step, total = self._host_steps()
+        return total == 0 or step < total * cfg.freeze_last_layer_epochs / cfg.epochs
+
+    def _host_steps(self) -> Tuple[int, int]:
+        """``(step, total_steps)`` as Python ints without a device read in the training loop: cached
+        with the buffers' version counters (``after_step`` refreshes it; a ``load_state_dict`` or
+        ``.to()`` changes the counters/tensors, and the next call reads the buffers once)."""
+        try:
+            key = (id(self.step), self.step._version, id(self.total_steps), self.total_steps._version)
+        except RuntimeError:                        # inference tensors keep no version counter
+            return int(self.step), int(self.total_steps)
+        cached = self.__dict__.get("_steps_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, (int(self.step), int(self.total_steps)))
+            self.__dict__["_steps_cache"] = cached
+        return cached[1]
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
@@ -513,6 +527,11 @@ class SLiM(BackendMixin, nn.Module):
         self.update_teacher(self.momentum(step, total_steps))
         self.step.fill_(step)
         self.total_steps.fill_(total_steps)
+        try:
+            key = (id(self.step), self.step._version, id(self.total_steps), self.total_steps._version)
+            self.__dict__["_steps_cache"] = (key, (step, total_steps))
+        except RuntimeError:
+            pass
 
     # -- input ------------------------------------------------------------------------
     def _actions(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -664,7 +683,8 @@ class SLiM(BackendMixin, nn.Module):
                 present = bodies.ne(0).any(1, keepdim=True).any(3, keepdim=True)
                 bodies = (bodies - bodies[:, :, :1, root:root + 1]) * present.to(bodies.dtype)
         if cfg.skip_empty_bodies:
-            bodies, L = bodies[valid], L[valid]
+            keep = valid.nonzero().squeeze(1)       # one host sync: the count of non-empty bodies is data
+            bodies, L = bodies[keep], L[keep]
             if bodies.shape[0] == 0:
                 raise ValueError("x: expected at least one body with non-zero coordinates, got an all-zero batch")
         b, dev = bodies.shape[0], bodies.device
@@ -701,7 +721,7 @@ class SLiM(BackendMixin, nn.Module):
             s_seq.append(seq_l)
         s_cls_all, s_anchor_all, s_seq_all = torch.cat(s_cls), torch.cat(s_anchor), torch.cat(s_seq)
         keep = s_anchor_all < n_a                                                  # without symmetrize: anchor G1 only
-        if not bool(keep.all()):
+        if n_a < 2:                                                                 # keep.all() iff symmetrize
             s_cls_all, s_anchor_all, s_seq_all = s_cls_all[keep], s_anchor_all[keep], s_seq_all[keep]
 
         # L_GLCL: teacher cls of each anchor vs the student's other views
@@ -717,13 +737,15 @@ class SLiM(BackendMixin, nn.Module):
         # L_MFM: masked patch tokens of each anchor, student (masked input) vs teacher (full input)
         tmae, smae = self.teacher["mae_head"], self.student["mae_head"]
         m_anchor = g_mask[: n_a * b]                                                 # (A·B, N)
+        n_tok = m_anchor.shape[1]
+        flat = m_anchor.flatten().nonzero().squeeze(1)   # one host sync: the masked-token count is data
+        row_seq, col = flat // n_tok, flat % n_tok + pre  # (view, token) of each masked token, row-major
         with torch.no_grad():
-            zt_p = tmae.embed(t_out[:, pre:][m_anchor])
+            zt_p = tmae.embed(t_out[row_seq, col])
             wt_p = tmae.prototypes()
-        zs_p = smae.embed(s_glob[: n_a * b, pre:][m_anchor])
+        zs_p = smae.embed(s_glob[row_seq, col])
         ce_p = self._prototype_loss(zs_p, self._student_prototypes(smae), zt_p, wt_p, None, temp_t)
         n_masked = m_anchor.sum(1)                                                   # ≥ ⌈0.5·N⌉ > 0
-        row_seq = torch.arange(n_a * b, device=dev).repeat_interleave(n_masked)
         mfm = (ce_p / n_masked[row_seq].float()).sum() / (n_a * b)
 
         koleo = s_glob.new_zeros((), dtype=torch.float32)
@@ -731,7 +753,7 @@ class SLiM(BackendMixin, nn.Module):
             koleo = sum(koleo_loss(c) for c in s_glob[:, 0].chunk(2))
         loss = cfg.mfm_weight * mfm + cfg.glcl_weight * glcl + cfg.koleo_weight * koleo
         return {"loss": loss, "mfm": mfm.detach(), "glcl": glcl.detach(), "koleo": koleo.detach(),
-                "teacher_temp": torch.tensor(temp_t, device=dev), "bodies": torch.tensor(float(b), device=dev)}
+                "teacher_temp": torch.full((), temp_t, device=dev), "bodies": torch.full((), float(b), device=dev)}
 
     # -- evaluation -----------------------------------------------------------------
     def prepare_finetune(self) -> None:

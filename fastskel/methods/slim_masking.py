@@ -95,13 +95,14 @@ class TubeTable:
         self.size = torch.tensor(size, dtype=torch.int64, device=device)
         self.part_size = torch.tensor([len(set(p)) for p in parts], dtype=torch.int64, device=device)
         self.maskable = self.subsets.any(0)
+        self.num_maskable = sum(any(col) for col in zip(*rows))     # on the host: no device read per mask
 
     def to(self, device) -> "TubeTable":
         device = torch.device(device)
         if self.subsets.device == device:
             return self
         new = object.__new__(TubeTable)
-        new.graph = self.graph
+        new.graph, new.num_maskable = self.graph, self.num_maskable
         for k in ("subsets", "part", "size", "part_size", "maskable"):
             setattr(new, k, getattr(self, k).to(device))
         return new
@@ -152,7 +153,7 @@ def semantic_tube_mask(batch: int, time_blocks: int, table: TubeTable, ratio: Tu
     v = table.graph.V
     tb = time_blocks
     n_tok = tb * v
-    maskable = int(table.maskable.sum()) * tb
+    maskable = table.num_maskable * tb
     b = batch
     f32 = dict(device=device, dtype=torch.float32)
 
