@@ -448,8 +448,8 @@ def stage_bench(dry: bool, limit: float) -> Dict[str, Any]:
         try:
             from fastskel.engine.bench import run_benchmarks
 
-            _, md, rows = run_benchmarks(str(ROOT / "benchmarks"), out=td, small=dry, keyword=steps,
-                                         timeout=max(min(deadline.left() - 25, 0.6 * limit), 5))
+            _, md, rows, _md_text = run_benchmarks(str(ROOT / "benchmarks"), out=td, small=dry, keyword=steps,
+                                                    timeout=max(min(deadline.left() - 25, 0.6 * limit), 5))
             details["steps"] = rows
             details["steps_md"] = Path(md).read_text()
             print(details["steps_md"], flush=True)
