@@ -303,12 +303,13 @@ def test_preprocess_window_checks_its_input():
 
 
 def test_onnx_dispatch(tmp_path):
-    import importlib.util
-
-    if importlib.util.find_spec("fastskel.stream.onnx_model") is not None:
-        pytest.skip("the ONNX model module exists; tested with it")
-    with pytest.raises(ImportError, match="onnx_model"):
+    """``*.onnx`` goes to OnnxStreamModel (its own one-line errors), anything else to TorchStreamModel."""
+    with pytest.raises(FileNotFoundError, match="m.onnx"):
         load_stream_model(tmp_path / "m.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"not an onnx file")
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ValueError, match="bad.onnx"):
+        load_stream_model(tmp_path / "bad.onnx")
 
 
 def test_resampling_a_long_gap_leaves_it_missing_and_skips_none_frames():
