@@ -109,7 +109,7 @@ def probe_pretrained_vs_random(model, init, train, test):
 def one_thread():
     """Run the test on one torch thread: small models train several times faster on one thread on a
     shared 2-core CI box (modules use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    from fastskel.engine.latency import torch_threads
+
+    with torch_threads(1):
+        yield

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fastskel.cli import main
+from fastskel.engine.latency import torch_threads
 
 DATA = "synthetic:num_classes=3,num_samples=36,T=12,bodies=2"
 OTHER = "synthetic:num_classes=3,num_samples=30,T=12,bodies=1,seed=5,class_seed=5"
@@ -19,13 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         rc = main(["pretrain", "supervised", "--data", DATA, "--epochs", "2", "--batch-size", "6", *TINY,
                    "--no-progress", "--device", "cpu", "--out", str(out)])
-    finally:
-        torch.set_num_threads(n)
     assert rc == 0
     return out
 

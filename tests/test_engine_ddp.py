@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fastskel.cli import main
+from fastskel.engine.latency import torch_threads
 
 DATA = "synthetic:num_classes=4,num_samples=40,T=12,bodies=2"
 ARGS = ["--data", DATA, "--epochs", "2", "--batch-size", "8", "--set", "backbone=tiny", "--set", "hidden=8",
@@ -29,12 +30,8 @@ def _losses(out):
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 def test_two_process_gloo_matches_single_process(tmp_path):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         assert main(["pretrain", "supervised", *ARGS, "--out", str(tmp_path / "one")]) == 0
-    finally:
-        torch.set_num_threads(n)
     # What torchrun does, without its agent process: two ranks with RANK/WORLD_SIZE/MASTER_* set.
     port = str(_free_port())
     procs = []

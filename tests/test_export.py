@@ -9,15 +9,14 @@ from fastskel.cli import main
 from fastskel.data import valid_lengths
 from fastskel.engine.evaluate import Classifier, load_classifier, save_classifier
 from fastskel.methods.supervised import Supervised, SupervisedConfig
+from fastskel.engine.latency import torch_threads
 
 ort = pytest.importorskip("onnxruntime")
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_export_onnx_matches_onnxruntime_and_torchscript(tmp_path, capsys):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         torch.manual_seed(0)
         enc = Supervised(SupervisedConfig(num_classes=5, backbone="tiny", hidden=8, depth=2, kernel=3))
         g = torch.Generator().manual_seed(1)
@@ -31,8 +30,6 @@ def test_export_onnx_matches_onnxruntime_and_torchscript(tmp_path, capsys):
             ref = loaded.logits(x, valid_lengths(x))
             torch.testing.assert_close(ref, clf.logits(x, valid_lengths(x)))   # the file round-trips
         rc = main(["export", "--checkpoint", str(path), "--out", str(tmp_path / "exp"), "--runs", "3"])
-    finally:
-        torch.set_num_threads(n)
     assert rc == 0
     out = capsys.readouterr().out
     assert "onnxruntime check" in out and "CPU latency" in out

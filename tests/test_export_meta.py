@@ -14,6 +14,7 @@ from fastskel.engine.data_record import add_data_record
 from fastskel.engine.export import export_classifier, read_onnx_metadata
 from fastskel.methods.asma import ASMaStudent
 from fastskel.stream import StreamMeta, meta_from_checkpoint
+from fastskel.engine.latency import torch_threads
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -23,9 +24,7 @@ pytest.importorskip("onnx")
 def student_export(tmp_path_factory):
     """A distilled student (NTU-25, x y z, named classes) exported by the CLI."""
     d = tmp_path_factory.mktemp("stu")
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with torch_threads(2):
         ds = SyntheticSkeletons(num_classes=3, num_samples=9, T=12, seed=0)
         ds.class_names = ["wave", "bow", "kick"]
         torch.manual_seed(0)
@@ -36,8 +35,6 @@ def student_export(tmp_path_factory):
                    "onnx,torchscript", "--runs", "5", "--warmup", "2", "--threads", "1"])
         assert rc == 0
         assert torch.get_num_threads() == 2                          # the latency threads are restored
-    finally:
-        torch.set_num_threads(n)
     rep = json.loads((d / "exp" / "model.json").read_text())
     return stu, d / "student.pt", d / "exp" / "model.onnx", rep
 

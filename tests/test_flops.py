@@ -8,6 +8,7 @@ from fastskel.methods.amr import AMR, AMRConfig, MAMP, MAMPConfig
 from fastskel.nn import MultiheadAttention, MultiheadCrossAttention
 from fastskel.nn.decoder import CrossAttentionDecoder
 from fastskel.utils import count_flops, flop_breakdown
+from fastskel.engine.latency import torch_threads
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -48,9 +49,7 @@ def mamp_paper_flops(c: MAMPConfig, bodies=2):
 @pytest.fixture(scope="module")
 def paper_counts():
     """One "full" count per paper model (a full-size MAMP-5 forward is the slow part of this file)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         x = one_action()
         out = {}
         for name, model in (("amr", AMR(AMRConfig())), ("mamp5", MAMP(MAMPConfig()))):
@@ -58,8 +57,6 @@ def paper_counts():
             paper = sum(v for k, v in table.items() if not k.endswith(".attention"))
             out[name] = (model.config, paper, sum(table.values()))
         return out
-    finally:
-        torch.set_num_threads(n)
 
 
 def test_paper_numbers_amr_3_8g_and_mamp5_13_7g(paper_counts):

@@ -10,6 +10,7 @@ from fastskel.cli import main
 from fastskel.engine.data import load_dataset
 from fastskel.engine.metrics import classification_report, confusion_matrix, per_class_accuracy, topk_accuracy
 from fastskel.engine.plot import have_matplotlib
+from fastskel.engine.latency import torch_threads
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,13 +23,9 @@ TINY = ["--set", "backbone=tiny", "--set", "hidden=8", "--set", "depth=1", "--se
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     out = tmp_path_factory.mktemp("pre")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         assert main(["pretrain", "supervised", "--data", DATA, "--epochs", "1", "--batch-size", "8", *TINY,
                      "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
-    finally:
-        torch.set_num_threads(n)
     return out / "last.pt"
 
 

@@ -5,9 +5,9 @@ import io
 import json
 
 import pytest
-import torch
 
 from fastskel.cli import main
+from fastskel.engine.latency import torch_threads
 from fastskel.engine.plot import have_matplotlib
 from fastskel.engine.report import BASE_COLUMNS, report_table
 
@@ -33,9 +33,7 @@ def _shift_log(out, seconds):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         a, b = base / "a", base / "b"
         assert _pretrain(a, 2) == 0
         _shift_log(a, IDLE)                                     # finished long ago ...
@@ -43,8 +41,6 @@ def runs(tmp_path_factory):
         assert main(["eval", "knn", "--checkpoint", str(a / "last.pt"), "--data", DATA]) == 0
         assert _pretrain(b, 1) == 0
         assert main(["eval", "linear", "--checkpoint", str(b / "last.pt"), "--data", DATA, "--epochs", "3"]) == 0
-    finally:
-        torch.set_num_threads(n)
     return a, b
 
 

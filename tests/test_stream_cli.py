@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fastskel.cli import main
+from fastskel.engine.latency import torch_threads
 
 DATA = "synthetic:graph=openpose18,channels=xy+score,num_classes=3,num_samples=24,T=12,bodies=2"
 TINY = ["--set", "backbone=tiny", "--set", "hidden=8", "--set", "depth=1", "--set", "kernel=3"]
@@ -20,13 +21,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def clf(tmp_path_factory):
     out = tmp_path_factory.mktemp("clf")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         rc = main(["eval", "linear", "--method", "supervised", *TINY, "--data", DATA, "--epochs", "2",
                    "--device", "cpu", "--out", str(out)])
-    finally:
-        torch.set_num_threads(n)
     assert rc == 0
     return out / "linear.pt"
 

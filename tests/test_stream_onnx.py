@@ -12,6 +12,7 @@ from fastskel.data import SkeletonDataset, SyntheticSkeletons
 from fastskel.engine.data_record import data_record
 from fastskel.engine.evaluate import Classifier, build_method, save_classifier
 from fastskel.stream import ActionStream, TorchStreamModel, load_stream_model, preprocess_window
+from fastskel.engine.latency import torch_threads
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -23,9 +24,7 @@ CFG = dict(num_frames=12, hidden_channels=4, depth=2, out_dim=8, projector_dims=
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         opts = dict(graph="coco17", channels="xy+score", bodies=2, num_classes=3, T=T, seed=1)
         train = SyntheticSkeletons(num_samples=15, split="train", **opts)
         test = SyntheticSkeletons(num_samples=15, split="test", **opts)
@@ -40,8 +39,6 @@ def exported(tmp_path_factory):
         rc = main(["export", "--checkpoint", str(path), "--out", str(d / "exp"), "--formats", "onnx",
                    "--runs", "2", "--warmup", "1"])
         assert rc == 0
-    finally:
-        torch.set_num_threads(n)
     return clf, test, path, d / "exp" / "model.onnx"
 
 
