@@ -42,7 +42,7 @@ from typing import Deque, List, Optional, Tuple
 
 import numpy as np
 
-from .meta import StreamMeta, preprocess_window
+from .meta import StreamMeta, _preprocess
 
 __all__ = ["ActionStream", "Prediction", "MISSING_RULES", "check_frame"]
 
@@ -292,7 +292,7 @@ class ActionStream:
 
     def _predict(self) -> Prediction:
         t0 = time.perf_counter()
-        x = preprocess_window(self.window_array(), self.meta)
+        x = _preprocess(self.window_array(), self.meta)     # every frame was checked by push
         z = np.asarray(self.model.logits(x), dtype=np.float32).reshape(-1)
         p = _softmax(z)
         if self.smoothing is not None:

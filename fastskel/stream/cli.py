@@ -15,7 +15,7 @@ import csv
 import json
 import sys
 import time
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 

@@ -191,7 +191,6 @@ def meta_from_checkpoint(path_or_state: Union[str, Path, Dict[str, Any]]) -> Str
 def check_streamable(st: Dict[str, Any], path) -> None:
     """``ValueError`` unless ``st`` holds a classifier (classifier file, student, supervised)."""
     if st.get("kind") not in ("classifier", "asma_student"):
-        cfg = st.get("config") or {}
         if st.get("method") != "supervised" or "model" not in st:
             raise ValueError(f"model: {path} is a pretraining checkpoint without a classifier; stream the "
                              f"classifier file of `fastskel eval linear|finetune --out DIR` instead")
@@ -236,6 +235,12 @@ def preprocess_window(frames: np.ndarray, meta: StreamMeta) -> np.ndarray:
     f = np.asarray(frames, dtype=np.float32)
     if not np.isfinite(f).all():
         raise ValueError("frames: expected finite values, got NaN or inf")
+    return _preprocess(f, meta)
+
+
+def _preprocess(f: np.ndarray, meta: StreamMeta) -> np.ndarray:
+    """:func:`preprocess_window` of an already checked float32 window (``ActionStream`` checks
+    every frame on ``push``, so its windows skip the second pass over the values)."""
     pre = meta.preprocess or {}
     bodies = pre.get("bodies") or {}
     f = select_bodies(f, meta.M, str(bodies.get("select", "order")), meta.channels)
