@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .core import SkeletonData, valid_lengths
+from .core import SkeletonData
 from .errors import DAMAGE_ERRORS, describe_damage, reader
 
 __all__ = ["load", "read_ctrgcn_npz", "read_pku_mmd", "read_pyskl", "read_stgcn_npy", "write_ctrgcn_npz"]

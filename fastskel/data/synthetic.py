@@ -37,7 +37,7 @@ self-collision and no joint-limit model, and the hand/thumb joints follow the wr
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch

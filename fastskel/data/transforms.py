@@ -34,7 +34,6 @@ padding stays zero under every spatial transform (they are linear or act on bone
 """
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple

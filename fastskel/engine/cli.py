@@ -394,7 +394,7 @@ def cmd_eval(args) -> int:
         if report is not None:
             paths = write_report(report, out, protocol)
             info["files"] = {kind: str(p) for kind, p in paths.items()}
-            print(f"[fastskel] per-class accuracy and confusion matrix: " + ", ".join(str(p) for p in paths.values()),
+            print("[fastskel] per-class accuracy and confusion matrix: " + ", ".join(str(p) for p in paths.values()),
                   flush=True)
         log = RunLogger(out, tensorboard=False)
         log.log("eval", **info)

@@ -8,7 +8,6 @@ This module only parses and wires; the work is in :mod:`fastskel.engine.plot` an
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 __all__ = ["register"]
